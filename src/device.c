@@ -1,0 +1,167 @@
+#include "device.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <unistd.h>
+
+static int open_direct(const char *path, bool ro, bool blockdev)
+{
+	int flags = (ro ? O_RDONLY : O_RDWR) | O_DIRECT | O_CLOEXEC;
+
+	/* O_EXCL on a block device refuses it while mounted or held elsewhere */
+	if (blockdev && !ro)
+		flags |= O_EXCL;
+	return open(path, flags);
+}
+
+/* Why open(O_DIRECT) failed with EINVAL: usually a filesystem without
+ * direct I/O. */
+static void explain_einval(const char *path, char *err, size_t errlen)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	struct statfs sfs;
+
+	if (fd >= 0 && fstatfs(fd, &sfs) == 0)
+		snprintf(err, errlen,
+			 "%s: the filesystem holding it (type 0x%lx) does not support O_DIRECT; "
+			 "copy the image to a filesystem that does (ext4, xfs, tmpfs) or use a block device",
+			 path, (unsigned long)sfs.f_type);
+	else
+		snprintf(err, errlen, "%s: cannot be opened with O_DIRECT: %s", path, strerror(EINVAL));
+	if (fd >= 0)
+		close(fd);
+}
+
+static int read_geometry(struct device *dev, const struct stat *st, char *err, size_t errlen)
+{
+	if (dev->is_blockdev) {
+		uint64_t bytes;
+		int lbs;
+
+		if (ioctl(dev->fd, BLKGETSIZE64, &bytes) || ioctl(dev->fd, BLKSSZGET, &lbs)) {
+			snprintf(err, errlen, "%s: cannot read the device size: %s",
+				 dev->path, strerror(errno));
+			return -1;
+		}
+		dev->size = bytes;
+		dev->logical_block = (unsigned)lbs;
+	} else {
+		dev->size = (uint64_t)st->st_size;
+		dev->logical_block = 512;
+	}
+	return 0;
+}
+
+int device_open(struct device *dev, const char *path, bool want_ro,
+		const char **ro_reason, char *err, size_t errlen)
+{
+	struct stat st;
+
+	memset(dev, 0, sizeof(*dev));
+	dev->fd = -1;
+	*ro_reason = NULL;
+	if (stat(path, &st) != 0) {
+		snprintf(err, errlen, "%s: %s", path,
+			 errno == ENOENT ? "no such device or image file" : strerror(errno));
+		return -1;
+	}
+	if (!S_ISBLK(st.st_mode) && !S_ISREG(st.st_mode)) {
+		snprintf(err, errlen, "%s: not a block device or a regular image file", path);
+		return -1;
+	}
+	dev->is_blockdev = S_ISBLK(st.st_mode);
+	dev->readonly = want_ro;
+	dev->fd = open_direct(path, want_ro, dev->is_blockdev);
+	if (dev->fd < 0 && !want_ro && (errno == EROFS || errno == EACCES || errno == EPERM)) {
+		int saved = errno;
+
+		dev->fd = open_direct(path, true, dev->is_blockdev);
+		if (dev->fd >= 0) {
+			dev->readonly = true;
+			*ro_reason = saved == EROFS ? "the device is read-only"
+						    : "no write permission on the device";
+		} else {
+			errno = saved;
+		}
+	}
+	if (dev->fd < 0) {
+		if (errno == EINVAL)
+			explain_einval(path, err, errlen);
+		else if (errno == EBUSY)
+			snprintf(err, errlen, "%s: device is busy (mounted or in use elsewhere)", path);
+		else if (errno == EACCES || errno == EPERM)
+			snprintf(err, errlen, "%s: permission denied", path);
+		else
+			snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		return -1;
+	}
+	dev->path = strdup(path);
+	/* one kaiofs per image: block devices are held by O_EXCL, files by a lock */
+	if (!dev->is_blockdev &&
+	    flock(dev->fd, (dev->readonly ? LOCK_SH : LOCK_EX) | LOCK_NB) != 0) {
+		snprintf(err, errlen, "%s: in use by another process (locked)", path);
+		device_close(dev);
+		return -1;
+	}
+	if (read_geometry(dev, &st, err, errlen)) {
+		device_close(dev);
+		return -1;
+	}
+	return 0;
+}
+
+void device_close(struct device *dev)
+{
+	if (dev->fd >= 0)
+		close(dev->fd);
+	dev->fd = -1;
+	free(dev->path);
+	dev->path = NULL;
+}
+
+/* Undo the octal escapes of /proc/self/mountinfo in place. */
+static void unescape(char *s)
+{
+	char *o = s;
+
+	while (*s) {
+		if (s[0] == '\\' && s[1] >= '0' && s[1] <= '3' && s[2] && s[3]) {
+			*o++ = (char)((s[1] - '0') * 64 + (s[2] - '0') * 8 + (s[3] - '0'));
+			s += 4;
+		} else {
+			*o++ = *s++;
+		}
+	}
+	*o = 0;
+}
+
+bool path_is_mountpoint(const char *path)
+{
+	FILE *f = fopen("/proc/self/mountinfo", "r");
+	char *line = NULL;
+	size_t cap = 0;
+	bool found = false;
+
+	if (!f)
+		return false;
+	while (!found && getline(&line, &cap, f) > 0) {
+		char mnt[4096];
+
+		/* id parent major:minor root mountpoint ... */
+		if (sscanf(line, "%*s %*s %*s %*s %4095s", mnt) == 1) {
+			unescape(mnt);
+			found = strcmp(mnt, path) == 0;
+		}
+	}
+	free(line);
+	fclose(f);
+	return found;
+}

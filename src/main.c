@@ -1,0 +1,265 @@
+/* kaiofs: command line, device, mount, run, ordered teardown. */
+#include <errno.h>
+#include <fcntl.h>
+#include <fuse_lowlevel.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "aio.h"
+#include "arena.h"
+#include "device.h"
+#include "io.h"
+#include "ops.h"
+#include "options.h"
+#include "stats.h"
+#include "statsrv.h"
+
+#define MAX_WRITE (1u << 20)
+#define ERRLEN 512
+
+static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void say(const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("kaiofs: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+/* libfuse's messages, in kaiofs' voice */
+static void fuse_log_to_stderr(enum fuse_log_level level, const char *fmt, va_list ap)
+{
+	char msg[1024];
+	const char *text = msg;
+
+	if (level > FUSE_LOG_NOTICE)
+		return;
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	if (!strncmp(text, "fuse: ", 6))
+		text += 6;
+	fprintf(stderr, "kaiofs: %s", text);
+}
+
+/* ---- daemonizing: the parent waits until the child is mounted (or failed)
+ * so that every start-up error reaches the caller's terminal and exit code */
+
+static int ready_fd = -1;
+
+static void daemon_fork(void)
+{
+	int p[2], status;
+	pid_t pid;
+	char c;
+
+	if (pipe(p) != 0) {
+		say("pipe: %s", strerror(errno));
+		exit(1);
+	}
+	fflush(NULL);
+	pid = fork();
+	if (pid < 0) {
+		say("fork: %s", strerror(errno));
+		exit(1);
+	}
+	if (pid > 0) {
+		close(p[1]);
+		if (read(p[0], &c, 1) == 1)
+			_exit(c);
+		if (waitpid(pid, &status, 0) == pid && WIFEXITED(status))
+			_exit(WEXITSTATUS(status) ? WEXITSTATUS(status) : 1);
+		_exit(1);
+	}
+	close(p[0]);
+	ready_fd = p[1];
+	setsid();
+}
+
+static void daemon_ready(void)
+{
+	char ok = 0;
+	int null;
+
+	if (ready_fd < 0)
+		return;
+	if (chdir("/") != 0)
+		(void)0;
+	null = open("/dev/null", O_RDWR);
+	if (null >= 0) {
+		dup2(null, STDIN_FILENO);
+		dup2(null, STDOUT_FILENO);
+		if (null > STDERR_FILENO)
+			close(null);
+	}
+	if (write(ready_fd, &ok, 1) != 1)
+		(void)0;
+	close(ready_fd);
+	ready_fd = -1;
+}
+
+/* ---- the mount ---- */
+
+struct mount_ctx {
+	struct options *o;
+	struct device dev;
+	struct arena *arena;
+	struct aio_engine *aio;
+	struct io_dev io;
+	struct raw_fs rawfs;
+	struct fuse_session *se;
+	struct statsrv *srv;
+};
+
+static size_t io_unit(const struct device *dev)
+{
+	return dev->logical_block > 4096 ? dev->logical_block : 4096;
+}
+
+static int start_engine(struct mount_ctx *m)
+{
+	char err[ERRLEN];
+
+	m->arena = arena_create(m->o->arena, io_unit(&m->dev), err, sizeof(err));
+	if (!m->arena) {
+		say("%s", err);
+		return -1;
+	}
+	m->aio = aio_create(m->o->queue_depth, m->o->reapers, err, sizeof(err));
+	if (!m->aio) {
+		say("%s", err);
+		return -1;
+	}
+	return 0;
+}
+
+static int run_loop(struct mount_ctx *m)
+{
+	struct fuse_loop_config *cfg;
+	int ret;
+
+	if (m->o->single_thread)
+		return fuse_session_loop(m->se);
+	cfg = fuse_loop_cfg_create();
+	fuse_loop_cfg_set_clone_fd(cfg, 0);
+	fuse_loop_cfg_set_max_threads(cfg, 64);
+	ret = fuse_session_loop_mt(m->se, cfg);
+	fuse_loop_cfg_destroy(cfg);
+	return ret;
+}
+
+static void print_stats(void)
+{
+	char *t = stats_render(false);
+
+	fputs(t, stderr);
+	free(t);
+}
+
+/* Ordered teardown: replies first, then the engine, then the mount. */
+static void teardown(struct mount_ctx *m, bool mounted)
+{
+	if (m->aio)
+		io_dev_drain(&m->io);
+	statsrv_stop(m->srv);
+	aio_destroy(m->aio);
+	m->aio = NULL;
+	if (m->se) {
+		if (mounted) {
+			fuse_remove_signal_handlers(m->se);
+			fuse_session_unmount(m->se);
+		}
+		fuse_session_destroy(m->se);
+	}
+	if (m->arena)
+		io_dev_destroy(&m->io);
+	if (mounted && m->o->stats)
+		print_stats();
+	arena_destroy(m->arena);
+	device_close(&m->dev);
+}
+
+int main(int argc, char **argv)
+{
+	struct options o;
+	struct fuse_args args;
+	struct mount_ctx m = { .o = &o };
+	struct conn_tuning tuning;
+	char err[ERRLEN];
+	const char *ro_reason;
+	int ret;
+
+	fuse_set_log_func(fuse_log_to_stderr);
+	if (options_parse(argc, argv, &o, &args, err, sizeof(err)) != 0) {
+		say("%s", err);
+		return 1;
+	}
+	if (o.show_help) {
+		options_usage(argv[0]);
+		return 0;
+	}
+	if (o.show_version) {
+		printf("kaiofs %s (libfuse %s)\n", KAIOFS_VERSION, fuse_pkgversion());
+		return 0;
+	}
+	if (!o.raw) {
+		say("mounting ext2/3/4 volumes is not available in this version; use -o raw to serve the device as one file");
+		return 1;
+	}
+	if (device_open(&m.dev, o.device, o.ro, &ro_reason, err, sizeof(err)) != 0) {
+		say("%s", err);
+		return 1;
+	}
+	if (ro_reason && fuse_opt_add_arg(&args, "-oro") != 0)
+		return 1;
+	if (m.dev.size < io_unit(&m.dev)) {
+		say("%s: too small (%llu bytes)", o.device, (unsigned long long)m.dev.size);
+		return 1;
+	}
+	/* everything that can fail for a reason the user can fix is checked
+	 * before mounting, in the process that reports back */
+	if (aio_probe(o.queue_depth, err, sizeof(err)) != 0) {
+		say("%s", err);
+		return 1;
+	}
+	if (!o.foreground)
+		daemon_fork();
+	if (start_engine(&m) != 0) {
+		teardown(&m, false);
+		return 1;
+	}
+	io_dev_init(&m.io, m.dev.fd, m.dev.size - m.dev.size % io_unit(&m.dev), io_unit(&m.dev),
+		    m.aio, m.arena);
+	tuning.max_write = MAX_WRITE;
+	tuning.max_background = o.queue_depth * o.reapers * 2 < 1024 ? 1024
+				: o.queue_depth * o.reapers * 2 > 65535 ? 65535
+				: o.queue_depth * o.reapers * 2;
+	raw_fs_init(&m.rawfs, &m.io, o.device, m.dev.readonly, &tuning);
+	m.se = fuse_session_new(&args, &raw_ops, sizeof(raw_ops), &m.rawfs);
+	if (!m.se) {
+		teardown(&m, false);
+		return 1;
+	}
+	if (fuse_set_signal_handlers(m.se) != 0 || fuse_session_mount(m.se, o.mountpoint) != 0) {
+		teardown(&m, false);
+		return 1;
+	}
+	m.srv = statsrv_start(o.mountpoint, err, sizeof(err));
+	if (!m.srv)
+		say("warning: %s; kaiofs-stat will not work for this mount", err);
+	if (ro_reason)
+		say("%s: %s, mounted read-only", o.device, ro_reason);
+	daemon_ready();
+	ret = run_loop(&m);
+	teardown(&m, true);
+	fuse_opt_free_args(&args);
+	options_free(&o);
+	/* a loop ended by SIGTERM/SIGINT/SIGHUP reports the signal: a clean exit */
+	return ret < 0 ? 1 : 0;
+}

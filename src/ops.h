@@ -1,0 +1,34 @@
+/* The FUSE front: low-level op tables. Handlers decode a request, start the
+ * work and return; data replies are sent from the I/O completion path. */
+#ifndef KAIOFS_OPS_H
+#define KAIOFS_OPS_H
+
+#include <fuse_lowlevel.h>
+#include <pthread.h>
+#include <sys/stat.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+struct io_dev;
+
+/* Settings of the FUSE connection, applied in init. */
+struct conn_tuning {
+	unsigned max_write;
+	unsigned max_background;
+};
+
+/* Raw mode: the root directory holds one file, the device itself. */
+struct raw_fs {
+	struct io_dev *io;
+	char name[256];
+	bool readonly;
+	struct conn_tuning tuning;
+	pthread_mutex_t mu;     /* guards the attributes below */
+	struct stat root, file;
+};
+
+void raw_fs_init(struct raw_fs *fs, struct io_dev *io, const char *device_path,
+		 bool readonly, const struct conn_tuning *tuning);
+extern const struct fuse_lowlevel_ops raw_ops;
+
+#endif

@@ -1,0 +1,179 @@
+#include "options.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "device.h"
+#include "util.h"
+
+enum { KEY_HELP, KEY_VERSION, KEY_FOREGROUND, KEY_DEBUG, KEY_SINGLE };
+
+#define OPT(t, f, v) { t, offsetof(struct options, f), v }
+
+static const struct fuse_opt optspec[] = {
+	OPT("raw", raw, 1),
+	OPT("ro", ro, 1),
+	FUSE_OPT_KEY("ro", FUSE_OPT_KEY_KEEP),
+	OPT("stats", stats, 1),
+	OPT("arena=%s", arena_s, 0),
+	OPT("queue_depth=%s", queue_depth_s, 0),
+	OPT("reapers=%s", reapers_s, 0),
+	FUSE_OPT_KEY("-h", KEY_HELP),
+	FUSE_OPT_KEY("--help", KEY_HELP),
+	FUSE_OPT_KEY("-V", KEY_VERSION),
+	FUSE_OPT_KEY("--version", KEY_VERSION),
+	FUSE_OPT_KEY("-f", KEY_FOREGROUND),
+	FUSE_OPT_KEY("-d", KEY_DEBUG),
+	FUSE_OPT_KEY("--debug", KEY_DEBUG),
+	FUSE_OPT_KEY("-s", KEY_SINGLE),
+	FUSE_OPT_END
+};
+
+static int check_mountpoint(struct options *o, const char *arg)
+{
+	struct stat st;
+	char real[PATH_MAX];
+
+	if (stat(arg, &st) != 0) {
+		snprintf(o->err, o->errlen, "mountpoint %s: %s", arg,
+			 errno == ENOENT ? "does not exist" : strerror(errno));
+		return -1;
+	}
+	if (!S_ISDIR(st.st_mode)) {
+		snprintf(o->err, o->errlen, "mountpoint %s: not a directory", arg);
+		return -1;
+	}
+	if (!realpath(arg, real)) {
+		snprintf(o->err, o->errlen, "mountpoint %s: %s", arg, strerror(errno));
+		return -1;
+	}
+	if (path_is_mountpoint(real)) {
+		snprintf(o->err, o->errlen, "mountpoint %s: already mounted on; unmount it first", real);
+		return -1;
+	}
+	o->mountpoint = strdup(real);
+	return 0;
+}
+
+static int opt_proc(void *data, const char *arg, int key, struct fuse_args *outargs)
+{
+	struct options *o = data;
+
+	(void)outargs;
+	switch (key) {
+	case FUSE_OPT_KEY_NONOPT:
+		if (!o->device) {
+			o->device = strdup(arg);
+			return 0;
+		}
+		if (!o->mountpoint)
+			return check_mountpoint(o, arg);
+		o->extra_args++;
+		return 0;
+	case KEY_HELP:
+		o->show_help = 1;
+		return 0;
+	case KEY_VERSION:
+		o->show_version = 1;
+		return 0;
+	case KEY_FOREGROUND:
+		o->foreground = 1;
+		return 0;
+	case KEY_DEBUG:
+		o->foreground = o->debug = 1;
+		return 1; /* the session takes -d too */
+	case KEY_SINGLE:
+		o->single_thread = 1;
+		return 0;
+	default:
+		return 1;
+	}
+}
+
+static int check_values(struct options *o, char *err, size_t errlen)
+{
+	unsigned long v;
+
+	o->arena = DEFAULT_ARENA;
+	o->queue_depth = DEFAULT_QUEUE_DEPTH;
+	o->reapers = DEFAULT_REAPERS;
+	if (o->arena_s && (!parse_size(o->arena_s, &o->arena) || o->arena < MIN_ARENA)) {
+		snprintf(err, errlen, "bad value arena=%s: want a size of at least 4M (suffixes K, M, G)",
+			 o->arena_s);
+		return -1;
+	}
+	if (o->queue_depth_s) {
+		if (!parse_uint(o->queue_depth_s, 1, INT32_MAX, &v)) {
+			snprintf(err, errlen, "bad value queue_depth=%s: want a whole number of at least 1",
+				 o->queue_depth_s);
+			return -1;
+		}
+		o->queue_depth = (unsigned)v;
+	}
+	if (o->reapers_s) {
+		if (!parse_uint(o->reapers_s, 1, 64, &v)) {
+			snprintf(err, errlen, "bad value reapers=%s: want a whole number from 1 to 64",
+				 o->reapers_s);
+			return -1;
+		}
+		o->reapers = (unsigned)v;
+	}
+	return 0;
+}
+
+int options_parse(int argc, char **argv, struct options *o, struct fuse_args *args,
+		  char *err, size_t errlen)
+{
+	memset(o, 0, sizeof(*o));
+	o->err = err;
+	o->errlen = errlen;
+	*args = (struct fuse_args)FUSE_ARGS_INIT(argc, argv);
+	err[0] = 0;
+	if (fuse_opt_parse(args, o, optspec, opt_proc) != 0) {
+		if (!err[0])
+			snprintf(err, errlen, "cannot parse the command line");
+		return -1;
+	}
+	if (o->show_help || o->show_version)
+		return 0;
+	if (!o->device || !o->mountpoint || o->extra_args) {
+		snprintf(err, errlen, "usage: kaiofs [options] DEVICE MOUNTPOINT (kaiofs --help lists the options)");
+		return -1;
+	}
+	return check_values(o, err, errlen);
+}
+
+void options_usage(const char *prog)
+{
+	printf("usage: %s [options] DEVICE MOUNTPOINT\n\n"
+	       "Mount DEVICE (a block device or an image file) through FUSE; file data moves\n"
+	       "by Linux kernel AIO on an O_DIRECT descriptor of the device.\n\n"
+	       "kaiofs options:\n"
+	       "    -o raw                 show the device itself as one file (raw mode)\n"
+	       "    -o ro                  mount read-only\n"
+	       "    -o arena=SIZE          locked bounce-buffer arena (default 64M, at least 4M)\n"
+	       "    -o queue_depth=N       AIO queue depth per context (default %d)\n"
+	       "    -o reapers=N           AIO contexts, each with its reaper thread (default %d)\n"
+	       "    -o stats               print the statistics on stderr at unmount\n"
+	       "    -f                     stay in the foreground\n"
+	       "    -d                     debug output (implies -f)\n"
+	       "    -s                     single-threaded FUSE loop\n"
+	       "    -h, --help             this help\n"
+	       "    -V, --version          print the version\n\n"
+	       "FUSE options:\n", prog, DEFAULT_QUEUE_DEPTH, DEFAULT_REAPERS);
+	fuse_lowlevel_help();
+}
+
+void options_free(struct options *o)
+{
+	free(o->device);
+	free(o->mountpoint);
+	free(o->arena_s);
+	free(o->queue_depth_s);
+	free(o->reapers_s);
+}

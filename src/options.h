@@ -1,0 +1,38 @@
+/* The command line: kaiofs [-f] [-d] [-s] [-o opt,...] DEVICE MOUNTPOINT.
+ * kaiofs' own -o options are parsed here with libfuse's option parser; the
+ * rest stay in args for the FUSE session. */
+#ifndef KAIOFS_OPTIONS_H
+#define KAIOFS_OPTIONS_H
+
+#include <fuse_lowlevel.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#define DEFAULT_ARENA (64ull << 20)
+#define MIN_ARENA (4ull << 20)
+#define DEFAULT_QUEUE_DEPTH 128
+#define DEFAULT_REAPERS 1
+
+struct options {
+	char *device;
+	char *mountpoint;       /* canonical path */
+	int raw, ro, stats;
+	int foreground, debug, single_thread;
+	int show_help, show_version;
+	char *arena_s, *queue_depth_s, *reapers_s;
+	uint64_t arena;
+	unsigned queue_depth, reapers;
+	/* parser state */
+	char *err;
+	size_t errlen;
+	int extra_args;
+};
+
+/* Parse argv into o and args (args keeps what the FUSE session takes).
+ * Returns 0, or -1 with a one-line reason in err. */
+int options_parse(int argc, char **argv, struct options *o, struct fuse_args *args,
+		  char *err, size_t errlen);
+void options_usage(const char *prog);
+void options_free(struct options *o);
+
+#endif

@@ -1,0 +1,65 @@
+/* Counters and latency histograms of every layer. Updated with relaxed
+ * atomics from any thread; read by the statistics server and at unmount. */
+#ifndef KAIOFS_STATS_H
+#define KAIOFS_STATS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+/* Kinds of device I/O, also used for the whole-request latency of data ops. */
+enum io_kind { IOK_READ, IOK_WRITE, IOK_FSYNC, IOK__COUNT };
+
+/* FUSE requests counted by type. */
+enum fuse_op {
+	FOP_LOOKUP, FOP_FORGET, FOP_GETATTR, FOP_SETATTR, FOP_OPEN, FOP_READ,
+	FOP_WRITE, FOP_FLUSH, FOP_RELEASE, FOP_FSYNC, FOP_OPENDIR, FOP_READDIR,
+	FOP_RELEASEDIR, FOP_STATFS, FOP_OTHER, FOP__COUNT
+};
+
+#define HISTO_BUCKETS 48 /* bucket i holds latencies in [2^i, 2^(i+1)) ns */
+
+struct histo {
+	uint64_t bucket[HISTO_BUCKETS];
+	uint64_t count, sum_ns, max_ns;
+};
+
+struct kstats {
+	/* aio engine */
+	uint64_t submits;        /* io_submit calls that submitted something */
+	uint64_t iocbs;          /* iocbs accepted by io_submit */
+	uint64_t completions;
+	uint64_t errors;         /* completions with a negative result */
+	uint64_t eagain;         /* io_submit EAGAIN retries */
+	uint64_t short_io;       /* short transfers resubmitted */
+	uint64_t in_flight, in_flight_peak;
+	uint64_t queued, queued_peak; /* waiting for a free queue slot */
+	/* arena */
+	uint64_t arena_size, arena_in_use, arena_peak, arena_waits, arena_allocs;
+	/* FUSE front */
+	uint64_t fuse_requests[FOP__COUNT];
+	uint64_t bytes_read, bytes_written;
+	uint64_t rmw_blocks;     /* edge blocks read for read-modify-write */
+	uint64_t lock_waits;     /* writes queued behind an overlapping write */
+	struct histo device_lat[IOK__COUNT];  /* io_submit -> completion */
+	struct histo request_lat[IOK__COUNT]; /* FUSE request -> reply */
+};
+
+extern struct kstats kstats;
+
+#define STAT_ADD(field, n) __atomic_fetch_add(&kstats.field, (n), __ATOMIC_RELAXED)
+#define STAT_SUB(field, n) __atomic_fetch_sub(&kstats.field, (n), __ATOMIC_RELAXED)
+#define STAT_SET(field, v) __atomic_store_n(&kstats.field, (v), __ATOMIC_RELAXED)
+#define STAT_GET(field) __atomic_load_n(&kstats.field, __ATOMIC_RELAXED)
+
+/* Raise *peak to at least v. */
+void stat_peak(uint64_t *peak, uint64_t v);
+/* Add v to `now`, raising `peak`; returns the new value. */
+uint64_t stat_gauge_add(uint64_t *now, uint64_t *peak, uint64_t v);
+void histo_add(struct histo *h, uint64_t ns);
+/* Latency below which fraction q (0..1) of the samples fall, in ns. */
+uint64_t histo_quantile(const struct histo *h, double q);
+
+/* Render all statistics; returns a malloc'ed string. */
+char *stats_render(bool json);
+
+#endif
