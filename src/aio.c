@@ -35,17 +35,31 @@ struct aio_engine {
 	struct aio_ctx *ctxs;
 };
 
+static unsigned long aio_max_nr(void)
+{
+	unsigned long v = 0;
+	FILE *f = fopen("/proc/sys/fs/aio-max-nr", "r");
+
+	if (f) {
+		if (fscanf(f, "%lu", &v) != 1)
+			v = 0;
+		fclose(f);
+	}
+	return v;
+}
+
 int aio_probe(unsigned depth, char *err, size_t errlen)
 {
 	io_context_t ctx = 0;
 	int r = io_setup((int)depth, &ctx);
 
 	if (r < 0) {
-		if (r == -EAGAIN)
+		/* EAGAIN: over the system-wide limit; EINVAL: beyond any limit */
+		if (r == -EAGAIN || r == -EINVAL)
 			snprintf(err, errlen,
-				 "queue_depth=%u exceeds the system's AIO limit (fs.aio-max-nr, "
-				 "see /proc/sys/fs/aio-max-nr): lower queue_depth or raise the sysctl",
-				 depth);
+				 "queue_depth=%u is more than this system allows (fs.aio-max-nr is %lu, "
+				 "shared by all processes): lower queue_depth or raise /proc/sys/fs/aio-max-nr",
+				 depth, aio_max_nr());
 		else
 			snprintf(err, errlen, "io_setup(queue_depth=%u) failed: %s", depth, strerror(-r));
 		return r;
@@ -183,24 +197,33 @@ static void ctx_kick(struct aio_ctx *c)
 	submit_loop(c);
 }
 
-void aio_submit(struct aio_engine *e, struct aio_req *r)
+void aio_submit_batch(struct aio_engine *e, struct aio_req **rs, unsigned n)
 {
 	unsigned i = e->nctx > 1 ? __atomic_fetch_add(&e->rr, 1, __ATOMIC_RELAXED) % e->nctx : 0;
 	struct aio_ctx *c = &e->ctxs[i];
 
-	io_set_eventfd(&r->iocb, c->efd);
-	r->iocb.data = r;
-	r->next = NULL;
+	if (n == 0)
+		return;
+	for (unsigned k = 0; k < n; k++) {
+		io_set_eventfd(&rs[k]->iocb, c->efd);
+		rs[k]->iocb.data = rs[k];
+		rs[k]->next = k + 1 < n ? rs[k + 1] : NULL;
+	}
 	pthread_mutex_lock(&c->mu);
 	if (c->qtail)
-		c->qtail->next = r;
+		c->qtail->next = rs[0];
 	else
-		c->qhead = r;
-	c->qtail = r;
-	c->queued++;
-	stat_gauge_add(&kstats.queued, &kstats.queued_peak, 1);
+		c->qhead = rs[0];
+	c->qtail = rs[n - 1];
+	c->queued += n;
+	stat_gauge_add(&kstats.queued, &kstats.queued_peak, n);
 	ctx_kick(c);
 	pthread_mutex_unlock(&c->mu);
+}
+
+void aio_submit(struct aio_engine *e, struct aio_req *r)
+{
+	aio_submit_batch(e, &r, 1);
 }
 
 /* A short read or write: move on past what was transferred and resubmit.

@@ -52,5 +52,8 @@ void aio_prep_fsync(struct aio_req *r, int fd, bool datasync);
 
 /* Queue a prepared request; never fails and never waits for the device. */
 void aio_submit(struct aio_engine *e, struct aio_req *r);
+/* Queue n requests at once: they go to one context and, queue room
+ * permitting, out in one io_submit call. */
+void aio_submit_batch(struct aio_engine *e, struct aio_req **rs, unsigned n);
 
 #endif

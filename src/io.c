@@ -227,12 +227,13 @@ static void write_locked(struct rl_entry *e)
 	op->nedges = n;
 	op->edges_left = n;
 	STAT_ADD(rmw_blocks, n);
+	struct aio_req *reqs[2];
 	for (unsigned i = 0; i < n; i++) {
 		op->edge[i].done = edge_done;
 		aio_prep_read(&op->edge[i], op->dev->fd, op->buf + span + i * unit, unit, edge_off[i]);
+		reqs[i] = &op->edge[i];
 	}
-	for (unsigned i = 0; i < n; i++)
-		aio_submit(op->dev->aio, &op->edge[i]);
+	aio_submit_batch(op->dev->aio, reqs, n);
 }
 
 void io_write(struct io_dev *d, uint64_t off, const void *data, size_t len, int rw_flags,
