@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <fuse_lowlevel.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,18 +35,27 @@ static void say(const char *fmt, ...)
 	fputc('\n', stderr);
 }
 
-/* libfuse's messages, in kaiofs' voice */
+/* libfuse's messages, in kaiofs' voice: one "kaiofs: " per line, even when
+ * libfuse writes a line in several calls */
+static bool log_debug;
+
 static void fuse_log_to_stderr(enum fuse_log_level level, const char *fmt, va_list ap)
 {
+	static bool at_line_start = true;
 	char msg[1024];
 	const char *text = msg;
+	size_t n;
 
-	if (level > FUSE_LOG_NOTICE)
+	if (level > FUSE_LOG_NOTICE && !log_debug)
 		return;
 	vsnprintf(msg, sizeof(msg), fmt, ap);
-	if (!strncmp(text, "fuse: ", 6))
+	if (at_line_start && !strncmp(text, "fuse: ", 6))
 		text += 6;
-	fprintf(stderr, "kaiofs: %s", text);
+	n = strlen(text);
+	if (n == 0)
+		return;
+	fprintf(stderr, "%s%s", at_line_start ? "kaiofs: " : "", text);
+	at_line_start = text[n - 1] == '\n';
 }
 
 /* ---- daemonizing: the parent waits until the child is mounted (or failed)
@@ -185,81 +195,107 @@ static void teardown(struct mount_ctx *m, bool mounted)
 	device_close(&m->dev);
 }
 
+/* Everything up to the mount; returns 0 or 1 (an error has been said). */
+static int prepare(struct mount_ctx *m, struct fuse_args *args, const char **ro_reason)
+{
+	struct options *o = m->o;
+	char err[ERRLEN];
+
+	if (!o->raw) {
+		say("mounting ext2/3/4 volumes is not available in this version; use -o raw to serve the device as one file");
+		return 1;
+	}
+	if (device_open(&m->dev, o->device, o->ro, ro_reason, err, sizeof(err)) != 0) {
+		say("%s", err);
+		return 1;
+	}
+	if (*ro_reason && fuse_opt_add_arg(args, "-oro") != 0)
+		return 1;
+	if (m->dev.size < io_unit(&m->dev)) {
+		say("%s: too small (%llu bytes)", o->device, (unsigned long long)m->dev.size);
+		return 1;
+	}
+	/* everything that can fail for a reason the user can fix is checked
+	 * before mounting, in the process that reports back */
+	if (aio_probe(o->queue_depth, err, sizeof(err)) != 0) {
+		say("%s", err);
+		return 1;
+	}
+	return 0;
+}
+
+static unsigned max_background(const struct options *o)
+{
+	unsigned want = o->queue_depth * o->reapers * 2;
+
+	return want < 1024 ? 1024 : want > 65535 ? 65535 : want;
+}
+
+static int mount_and_run(struct mount_ctx *m, struct fuse_args *args, const char *ro_reason)
+{
+	struct options *o = m->o;
+	struct conn_tuning tuning = { .max_write = MAX_WRITE, .max_background = max_background(o) };
+	char err[ERRLEN];
+	int ret;
+
+	if (start_engine(m) != 0) {
+		teardown(m, false);
+		return 1;
+	}
+	io_dev_init(&m->io, m->dev.fd, m->dev.size - m->dev.size % io_unit(&m->dev), io_unit(&m->dev),
+		    m->aio, m->arena);
+	raw_fs_init(&m->rawfs, &m->io, o->device, m->dev.readonly, &tuning);
+	m->se = fuse_session_new(args, &raw_ops, sizeof(raw_ops), &m->rawfs);
+	if (!m->se) {
+		teardown(m, false);
+		return 1;
+	}
+	if (fuse_set_signal_handlers(m->se) != 0 || fuse_session_mount(m->se, o->mountpoint) != 0) {
+		teardown(m, false);
+		return 1;
+	}
+	m->srv = statsrv_start(o->mountpoint, err, sizeof(err));
+	if (!m->srv)
+		say("warning: %s; kaiofs-stat will not work for this mount", err);
+	if (ro_reason)
+		say("%s: %s, mounted read-only", o->device, ro_reason);
+	daemon_ready();
+	ret = run_loop(m);
+	teardown(m, true);
+	/* a loop ended by SIGTERM/SIGINT/SIGHUP reports the signal: a clean exit */
+	return ret < 0 ? 1 : 0;
+}
+
 int main(int argc, char **argv)
 {
 	struct options o;
 	struct fuse_args args;
-	struct mount_ctx m = { .o = &o };
-	struct conn_tuning tuning;
+	struct mount_ctx m = { .o = &o, .dev = { .fd = -1 } };
 	char err[ERRLEN];
-	const char *ro_reason;
+	const char *ro_reason = NULL;
 	int ret;
 
 	fuse_set_log_func(fuse_log_to_stderr);
 	if (options_parse(argc, argv, &o, &args, err, sizeof(err)) != 0) {
 		say("%s", err);
-		return 1;
-	}
-	if (o.show_help) {
+		ret = 1;
+	} else if (o.show_help) {
 		options_usage(argv[0]);
-		return 0;
-	}
-	if (o.show_version) {
+		ret = 0;
+	} else if (o.show_version) {
 		printf("kaiofs %s (libfuse %s)\n", KAIOFS_VERSION, fuse_pkgversion());
-		return 0;
+		ret = 0;
+	} else {
+		log_debug = o.debug;
+		ret = prepare(&m, &args, &ro_reason);
+		if (ret == 0) {
+			if (!o.foreground)
+				daemon_fork();
+			ret = mount_and_run(&m, &args, ro_reason);
+		}
 	}
-	if (!o.raw) {
-		say("mounting ext2/3/4 volumes is not available in this version; use -o raw to serve the device as one file");
-		return 1;
-	}
-	if (device_open(&m.dev, o.device, o.ro, &ro_reason, err, sizeof(err)) != 0) {
-		say("%s", err);
-		return 1;
-	}
-	if (ro_reason && fuse_opt_add_arg(&args, "-oro") != 0)
-		return 1;
-	if (m.dev.size < io_unit(&m.dev)) {
-		say("%s: too small (%llu bytes)", o.device, (unsigned long long)m.dev.size);
-		return 1;
-	}
-	/* everything that can fail for a reason the user can fix is checked
-	 * before mounting, in the process that reports back */
-	if (aio_probe(o.queue_depth, err, sizeof(err)) != 0) {
-		say("%s", err);
-		return 1;
-	}
-	if (!o.foreground)
-		daemon_fork();
-	if (start_engine(&m) != 0) {
-		teardown(&m, false);
-		return 1;
-	}
-	io_dev_init(&m.io, m.dev.fd, m.dev.size - m.dev.size % io_unit(&m.dev), io_unit(&m.dev),
-		    m.aio, m.arena);
-	tuning.max_write = MAX_WRITE;
-	tuning.max_background = o.queue_depth * o.reapers * 2 < 1024 ? 1024
-				: o.queue_depth * o.reapers * 2 > 65535 ? 65535
-				: o.queue_depth * o.reapers * 2;
-	raw_fs_init(&m.rawfs, &m.io, o.device, m.dev.readonly, &tuning);
-	m.se = fuse_session_new(&args, &raw_ops, sizeof(raw_ops), &m.rawfs);
-	if (!m.se) {
-		teardown(&m, false);
-		return 1;
-	}
-	if (fuse_set_signal_handlers(m.se) != 0 || fuse_session_mount(m.se, o.mountpoint) != 0) {
-		teardown(&m, false);
-		return 1;
-	}
-	m.srv = statsrv_start(o.mountpoint, err, sizeof(err));
-	if (!m.srv)
-		say("warning: %s; kaiofs-stat will not work for this mount", err);
-	if (ro_reason)
-		say("%s: %s, mounted read-only", o.device, ro_reason);
-	daemon_ready();
-	ret = run_loop(&m);
-	teardown(&m, true);
+	device_close(&m.dev);
 	fuse_opt_free_args(&args);
 	options_free(&o);
-	/* a loop ended by SIGTERM/SIGINT/SIGHUP reports the signal: a clean exit */
-	return ret < 0 ? 1 : 0;
+	return ret;
 }

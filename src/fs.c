@@ -1,0 +1,865 @@
+/* The volume, the in-memory inode table and attributes. */
+#include <errno.h>
+#include <fcntl.h>
+#include <fuse_lowlevel.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "fs_int.h"
+#include "fs_xattr.h"
+
+int fs_errno(errcode_t err)
+{
+	if (err > 0 && err < 256)
+		return -(int)err;
+	switch (err) {
+	case 0: return 0;
+	case EXT2_ET_NO_MEMORY: return -ENOMEM;
+	case EXT2_ET_BLOCK_ALLOC_FAIL:
+	case EXT2_ET_INODE_ALLOC_FAIL:
+	case EXT2_ET_EA_NO_SPACE:
+	case EXT2_ET_DIR_NO_SPACE: return -ENOSPC;
+	case EXT2_ET_RO_FILSYS: return -EROFS;
+	case EXT2_ET_FILE_NOT_FOUND: return -ENOENT;
+	case EXT2_ET_DIR_EXISTS: return -EEXIST;
+	case EXT2_ET_FILE_TOO_BIG:
+	case EXT2_ET_EXTENT_NOT_SUPPORTED: return -EFBIG;
+	case EXT2_ET_EA_KEY_NOT_FOUND: return -ENODATA;
+	case EXT2_ET_OP_NOT_SUPPORTED:
+	case EXT2_ET_UNIMPLEMENTED: return -EOPNOTSUPP;
+	default: return -EIO;
+	}
+}
+
+/* ---- time stamps: seconds with epoch bits and nanoseconds in *_extra ---- */
+
+static bool has_extra_times(const struct fs *fs, const struct ext2_inode_large *in)
+{
+	return fs->inode_size > EXT2_GOOD_OLD_INODE_SIZE && in->i_extra_isize >= 24;
+}
+
+static void encode_time(const struct timespec *ts, __u32 *sec, __u32 *extra)
+{
+	*sec = (__u32)(int32_t)ts->tv_sec;
+	if (extra)
+		*extra = (__u32)((((uint64_t)ts->tv_sec - (uint64_t)(int64_t)(int32_t)ts->tv_sec) >> 32) & 3) |
+			 (__u32)ts->tv_nsec << 2;
+}
+
+static struct timespec decode_time(__u32 sec, const __u32 *extra)
+{
+	struct timespec ts = { .tv_sec = (int32_t)sec };
+
+	if (extra) {
+		ts.tv_sec += (int64_t)(*extra & 3) << 32;
+		ts.tv_nsec = *extra >> 2;
+	}
+	return ts;
+}
+
+static void set_times(struct fs *fs, struct knode *k, const struct timespec *a,
+		      const struct timespec *m, const struct timespec *c)
+{
+	struct ext2_inode_large *in = &k->inode;
+	bool x = has_extra_times(fs, in);
+
+	if (a)
+		encode_time(a, &in->i_atime, x ? &in->i_atime_extra : NULL);
+	if (m)
+		encode_time(m, &in->i_mtime, x ? &in->i_mtime_extra : NULL);
+	if (c)
+		encode_time(c, &in->i_ctime, x ? &in->i_ctime_extra : NULL);
+	k->dirty = true;
+}
+
+void kn_touch(struct fs *fs, struct knode *k, bool m, bool c, bool a)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_REALTIME, &now);
+	set_times(fs, k, a ? &now : NULL, m ? &now : NULL, c ? &now : NULL);
+}
+
+/* ---- inode fields ---- */
+
+uint64_t kn_size(const struct knode *k)
+{
+	return EXT2_I_SIZE(&k->inode);
+}
+
+void kn_set_size(struct fs *fs, struct knode *k, uint64_t size)
+{
+	ext2fs_inode_size_set(fs->e2, EI(k), (ext2_off64_t)size);
+	k->dirty = true;
+}
+
+bool kn_is_dir(const struct knode *k)
+{
+	return LINUX_S_ISDIR(k->inode.i_mode);
+}
+
+unsigned kn_links(const struct knode *k)
+{
+	return k->inode.i_links_count;
+}
+
+static dev_t decode_rdev(const struct ext2_inode_large *in)
+{
+	__u32 old = in->i_block[0], new = in->i_block[1];
+
+	if (old)
+		return makedev((old >> 8) & 0xff, old & 0xff);
+	return makedev((new & 0xfff00) >> 8, (new & 0xff) | ((new >> 12) & 0xfff00));
+}
+
+static void encode_rdev(struct ext2_inode_large *in, dev_t rdev)
+{
+	unsigned ma = major(rdev), mi = minor(rdev);
+
+	if (ma < 256 && mi < 256) {
+		in->i_block[0] = (ma << 8) | mi;
+		in->i_block[1] = 0;
+	} else {
+		in->i_block[0] = 0;
+		in->i_block[1] = (mi & 0xff) | (ma << 8) | ((mi & ~0xffu) << 12);
+		in->i_block[2] = 0;
+	}
+}
+
+void kn_stat(struct fs *fs, struct knode *k, struct stat *st)
+{
+	const struct ext2_inode_large *in = &k->inode;
+	bool x = has_extra_times(fs, in);
+
+	memset(st, 0, sizeof(*st));
+	st->st_ino = k->ino;
+	st->st_mode = in->i_mode;
+	st->st_nlink = in->i_links_count;
+	st->st_uid = inode_uid(*in);
+	st->st_gid = inode_gid(*in);
+	st->st_size = (off_t)kn_size(k);
+	st->st_blksize = fs->bs;
+	st->st_blocks = (blkcnt_t)ext2fs_get_stat_i_blocks(fs->e2, EI(k));
+	if (LINUX_S_ISCHR(in->i_mode) || LINUX_S_ISBLK(in->i_mode))
+		st->st_rdev = decode_rdev(in);
+	st->st_atim = decode_time(in->i_atime, x ? &in->i_atime_extra : NULL);
+	st->st_mtim = decode_time(in->i_mtime, x ? &in->i_mtime_extra : NULL);
+	st->st_ctim = decode_time(in->i_ctime, x ? &in->i_ctime_extra : NULL);
+}
+
+/* ---- the inode table ---- */
+
+static size_t hslot(const struct fs *fs, ext2_ino_t ino)
+{
+	return (ino * 2654435761u) & (fs->hsize - 1);
+}
+
+static struct knode *table_find(struct fs *fs, ext2_ino_t ino)
+{
+	for (struct knode *k = fs->htab[hslot(fs, ino)]; k; k = k->hnext)
+		if (k->ino == ino)
+			return k;
+	return NULL;
+}
+
+static void table_grow(struct fs *fs)
+{
+	size_t old = fs->hsize;
+	struct knode **oldtab = fs->htab;
+	struct knode **tab = calloc(old * 2, sizeof(*tab));
+
+	if (!tab)
+		return; /* keep the longer chains */
+	fs->htab = tab;
+	fs->hsize = old * 2;
+	for (size_t i = 0; i < old; i++) {
+		struct knode *k = oldtab[i], *next;
+
+		for (; k; k = next) {
+			next = k->hnext;
+			k->hnext = tab[hslot(fs, k->ino)];
+			tab[hslot(fs, k->ino)] = k;
+		}
+	}
+	free(oldtab);
+}
+
+static void table_remove(struct fs *fs, struct knode *k)
+{
+	struct knode **p = &fs->htab[hslot(fs, k->ino)];
+
+	while (*p != k)
+		p = &(*p)->hnext;
+	*p = k->hnext;
+	fs->count--;
+}
+
+static int read_inode(struct fs *fs, ext2_ino_t ino, struct ext2_inode_large *in)
+{
+	errcode_t e;
+
+	memset(in, 0, sizeof(*in));
+	e = ext2fs_read_inode_full(fs->e2, ino, (struct ext2_inode *)in,
+				   fs->inode_size < IBUFSIZE ? (int)fs->inode_size : IBUFSIZE);
+	if (e)
+		return fs_errno(e);
+	if (fs->inode_size <= EXT2_GOOD_OLD_INODE_SIZE)
+		in->i_extra_isize = 0;
+	return 0;
+}
+
+int kn_get(struct fs *fs, ext2_ino_t ino, struct knode **out)
+{
+	struct knode *k = table_find(fs, ino);
+	int r;
+
+	if (k) {
+		k->pins++;
+		*out = k;
+		return 0;
+	}
+	if (ino < EXT2_ROOT_INO || ino > fs->e2->super->s_inodes_count)
+		return -ENOENT;
+	k = calloc(1, sizeof(*k));
+	if (!k)
+		return -ENOMEM;
+	k->ino = ino;
+	r = read_inode(fs, ino, &k->inode);
+	if (!r && (k->inode.i_links_count == 0 || k->inode.i_mode == 0))
+		r = -ENOENT;
+	if (r) {
+		free(k);
+		return r;
+	}
+	rangelock_init(&k->wlock);
+	k->pins = 1;
+	k->hnext = fs->htab[hslot(fs, ino)];
+	fs->htab[hslot(fs, ino)] = k;
+	if (++fs->count > fs->hsize)
+		table_grow(fs);
+	*out = k;
+	return 0;
+}
+
+int kn_write(struct fs *fs, struct knode *k)
+{
+	errcode_t e;
+
+	if (fs->ro)
+		return 0;
+	e = ext2fs_write_inode_full(fs->e2, k->ino, EI(k),
+				    fs->inode_size < IBUFSIZE ? (int)fs->inode_size : IBUFSIZE);
+	if (e)
+		return fs_errno(e);
+	k->dirty = false;
+	return 0;
+}
+
+int kn_flush(struct fs *fs, struct knode *k)
+{
+	return k->dirty ? kn_write(fs, k) : 0;
+}
+
+int kn_reload(struct fs *fs, struct knode *k)
+{
+	k->dirty = false;
+	return read_inode(fs, k->ino, &k->inode);
+}
+
+int kn_free_inode(struct fs *fs, struct knode *k)
+{
+	int r = 0;
+	errcode_t e;
+
+	if (ext2fs_inode_has_valid_blocks2(fs->e2, EI(k)))
+		r = map_truncate(fs, k, 0);
+	if (!r && ext2fs_file_acl_block(fs->e2, EI(k))) {
+		e = ext2fs_free_ext_attr(fs->e2, k->ino, &k->inode);
+		r = fs_errno(e);
+	}
+	k->inode.i_dtime = (__u32)time(NULL);
+	k->dirty = true;
+	if (!r)
+		r = kn_write(fs, k);
+	if (!r)
+		ext2fs_inode_alloc_stats2(fs->e2, k->ino, -1, kn_is_dir(k));
+	return r;
+}
+
+void kn_put(struct fs *fs, struct knode *k)
+{
+	if (--k->pins || k->nlookup || k->opencount || k->ino == EXT2_ROOT_INO)
+		return;
+	if (k->inode.i_links_count == 0 && !fs->ro)
+		kn_free_inode(fs, k);
+	else
+		kn_flush(fs, k);
+	table_remove(fs, k);
+	dirindex_free(k->dir);
+	rangelock_destroy(&k->wlock);
+	free(k);
+}
+
+int kn_new(struct fs *fs, struct knode *dir, mode_t mode, const struct fs_cred *cr,
+	   struct knode **out)
+{
+	ext2_ino_t ino;
+	errcode_t e;
+	struct knode *k;
+	char *full;
+	struct ext2_inode_large *in;
+	struct timespec now;
+
+	e = ext2fs_new_inode(fs->e2, dir->ino, (int)mode, NULL, &ino);
+	if (e)
+		return fs_errno(e);
+	full = calloc(1, fs->inode_size);
+	k = calloc(1, sizeof(*k));
+	if (!full || !k) {
+		free(full);
+		free(k);
+		return -ENOMEM;
+	}
+	in = &k->inode;
+	in->i_mode = (__u16)mode;
+	in->i_links_count = 1;
+	inode_set_uid(*in, cr->uid);
+	/* a set-gid directory passes on its group (and, to directories, the bit) */
+	if (dir->inode.i_mode & LINUX_S_ISGID) {
+		inode_set_gid(*in, inode_gid(dir->inode));
+		if (LINUX_S_ISDIR(mode))
+			in->i_mode |= LINUX_S_ISGID;
+	} else {
+		inode_set_gid(*in, cr->gid);
+	}
+	if (fs->inode_size > EXT2_GOOD_OLD_INODE_SIZE)
+		in->i_extra_isize = sizeof(struct ext2_inode_large) - EXT2_GOOD_OLD_INODE_SIZE;
+	in->i_generation = fs->generation++;
+	k->ino = ino;
+	clock_gettime(CLOCK_REALTIME, &now);
+	set_times(fs, k, &now, &now, &now);
+	if (has_extra_times(fs, in))
+		encode_time(&now, &in->i_crtime, &in->i_crtime_extra);
+	if ((LINUX_S_ISREG(mode) || LINUX_S_ISDIR(mode)) &&
+	    ext2fs_has_feature_extents(fs->e2->super)) {
+		ext2_extent_handle_t h;
+
+		e = ext2fs_extent_open2(fs->e2, ino, EI(k), &h);
+		if (e) {
+			free(full);
+			free(k);
+			return fs_errno(e);
+		}
+		ext2fs_extent_free(h);
+	}
+	/* the whole on-disk inode, so no stale in-inode xattrs survive */
+	memcpy(full, in, fs->inode_size < sizeof(*in) ? fs->inode_size : sizeof(*in));
+	e = ext2fs_write_inode_full(fs->e2, ino, (struct ext2_inode *)full, (int)fs->inode_size);
+	free(full);
+	if (e) {
+		free(k);
+		return fs_errno(e);
+	}
+	ext2fs_inode_alloc_stats2(fs->e2, ino, +1, LINUX_S_ISDIR(mode));
+	rangelock_init(&k->wlock);
+	k->pins = 1;
+	k->hnext = fs->htab[hslot(fs, ino)];
+	fs->htab[hslot(fs, ino)] = k;
+	if (++fs->count > fs->hsize)
+		table_grow(fs);
+	*out = k;
+	return 0;
+}
+
+void kn_set_rdev(struct knode *k, dev_t rdev)
+{
+	encode_rdev(&k->inode, rdev);
+	k->dirty = true;
+}
+
+/* ---- mount and unmount ---- */
+
+struct feature_rule {
+	bool (*has)(struct ext2_super_block *sb);
+	const char *name;
+	bool ro_ok;        /* readable safely */
+};
+
+static bool has_inline(struct ext2_super_block *s) { return ext2fs_has_feature_inline_data(s); }
+static bool has_bigalloc(struct ext2_super_block *s) { return ext2fs_has_feature_bigalloc(s); }
+static bool has_quota(struct ext2_super_block *s) { return ext2fs_has_feature_quota(s) || ext2fs_has_feature_project(s); }
+static bool has_encrypt(struct ext2_super_block *s) { return ext2fs_has_feature_encrypt(s); }
+static bool has_verity(struct ext2_super_block *s) { return ext2fs_has_feature_verity(s); }
+static bool has_casefold(struct ext2_super_block *s) { return ext2fs_has_feature_casefold(s); }
+static bool has_shared(struct ext2_super_block *s) { return ext2fs_has_feature_shared_blocks(s); }
+static bool has_ea_inode(struct ext2_super_block *s) { return ext2fs_has_feature_ea_inode(s); }
+static bool has_mmp(struct ext2_super_block *s) { return ext2fs_has_feature_mmp(s); }
+
+static const struct feature_rule feature_rules[] = {
+	{ has_inline, "inline_data", false },
+	{ has_bigalloc, "bigalloc", false },
+	{ has_encrypt, "encrypt", false },
+	{ has_casefold, "casefold", false },
+	{ has_quota, "quota", true },
+	{ has_verity, "verity", true },
+	{ has_shared, "shared_blocks", true },
+	{ has_ea_inode, "ea_inode", true },
+	{ has_mmp, "mmp", true },
+};
+
+/* Refuse what libext2fs cannot handle safely; may turn the mount read-only
+ * only when asked for read-only. Returns 0 or -1 with err set. */
+static int check_volume(struct fs *fs, const char *dev, char *err, size_t errlen)
+{
+	struct ext2_super_block *sb = fs->e2->super;
+
+	if (ext2fs_has_feature_journal_needs_recovery(sb)) {
+		snprintf(err, errlen, "%s: the journal needs recovery; run e2fsck -f %s first", dev, dev);
+		return -1;
+	}
+	if (ext2fs_has_feature_journal_dev(sb)) {
+		snprintf(err, errlen, "%s: is an external journal, not a filesystem", dev);
+		return -1;
+	}
+	if (ext2fs_has_feature_orphan_present(sb) || (!fs->ro && sb->s_last_orphan)) {
+		snprintf(err, errlen, "%s: has orphan inodes to clean up; run e2fsck -f %s first", dev, dev);
+		return -1;
+	}
+	for (size_t i = 0; i < sizeof(feature_rules) / sizeof(feature_rules[0]); i++) {
+		const struct feature_rule *r = &feature_rules[i];
+
+		if (!r->has(sb) || (fs->ro && r->ro_ok))
+			continue;
+		snprintf(err, errlen, "%s: the %s feature is not supported%s", dev, r->name,
+			 r->ro_ok ? " for writing; mount with -o ro" : "");
+		return -1;
+	}
+	if (!fs->ro && (sb->s_state & EXT2_ERROR_FS)) {
+		snprintf(err, errlen, "%s: errors are recorded on this filesystem; run e2fsck -f %s, "
+			 "or mount with -o ro", dev, dev);
+		return -1;
+	}
+	if (!fs->ro && !(sb->s_state & EXT2_VALID_FS)) {
+		snprintf(err, errlen, "%s: was not cleanly unmounted; run e2fsck -f %s, "
+			 "or mount with -o ro", dev, dev);
+		return -1;
+	}
+	if (!fs->ro && (sb->s_feature_ro_compat & ~EXT2_LIB_FEATURE_RO_COMPAT_SUPP)) {
+		snprintf(err, errlen, "%s: has read-only-compatible features this version cannot "
+			 "write; mount with -o ro", dev);
+		return -1;
+	}
+	return 0;
+}
+
+static void open_error(const char *dev, errcode_t e, char *err, size_t errlen)
+{
+	switch (e) {
+	case EXT2_ET_BAD_MAGIC:
+	case EXT2_ET_SB_CSUM_INVALID:
+	case EXT2_ET_CORRUPT_SUPERBLOCK:
+	case EXT2_ET_SHORT_READ:
+		snprintf(err, errlen, "%s: no ext2/ext3/ext4 filesystem found (%s)", dev, error_message(e));
+		break;
+	case EXT2_ET_UNSUPP_FEATURE:
+		snprintf(err, errlen, "%s: uses filesystem features this version does not know", dev);
+		break;
+	case EXT2_ET_RO_UNSUPP_FEATURE:
+		snprintf(err, errlen, "%s: uses features this version cannot write; mount with -o ro", dev);
+		break;
+	default:
+		if (e == EBUSY)
+			snprintf(err, errlen, "%s: device is busy (mounted or in use elsewhere)", dev);
+		else
+			snprintf(err, errlen, "%s: cannot open the filesystem: %s; run e2fsck -f %s",
+				 dev, error_message(e), dev);
+	}
+}
+
+static int mark_mounted(struct fs *fs)
+{
+	struct ext2_super_block *sb = fs->e2->super;
+
+	sb->s_state &= (__u16)~EXT2_VALID_FS;
+	sb->s_mnt_count++;
+	sb->s_mtime = (__u32)time(NULL);
+	ext2fs_mark_super_dirty(fs->e2);
+	return fs_errno(ext2fs_flush2(fs->e2, 0));
+}
+
+struct fs *fs_mount(const struct fs_mount_opts *o, bool *readonly_out, char *err, size_t errlen)
+{
+	struct fs *fs = calloc(1, sizeof(*fs));
+	int flags = EXT2_FLAG_64BITS | EXT2_FLAG_DIRECT_IO;
+	errcode_t e;
+
+	if (!fs) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	fs->ro = o->readonly;
+	if (!fs->ro)
+		flags |= EXT2_FLAG_RW | EXT2_FLAG_EXCLUSIVE;
+	e = ext2fs_open2(o->device, "cache=off", flags, 0, 0, unix_io_manager, &fs->e2);
+	if (e) {
+		open_error(o->device, e, err, errlen);
+		free(fs);
+		return NULL;
+	}
+	fs->e2->flags |= EXT2_FLAG_MASTER_SB_ONLY;
+	fs->e2->umask = 0;
+	fs->bs = fs->e2->blocksize;
+	fs->inode_size = EXT2_INODE_SIZE(fs->e2->super);
+	if (check_volume(fs, o->device, err, errlen) != 0)
+		goto fail;
+	e = ext2fs_read_bitmaps(fs->e2);
+	if (e) {
+		snprintf(err, errlen, "%s: cannot read the allocation bitmaps: %s; run e2fsck -f %s",
+			 o->device, error_message(e), o->device);
+		goto fail;
+	}
+	fs->hsize = 1024;
+	fs->htab = calloc(fs->hsize, sizeof(*fs->htab));
+	if (getrandom(&fs->generation, sizeof(fs->generation), 0) != sizeof(fs->generation))
+		fs->generation = (uint32_t)time(NULL);
+	pthread_mutex_init(&fs->lock, NULL);
+	pthread_mutex_init(&fs->gate_mu, NULL);
+	pthread_cond_init(&fs->gate_cv, NULL);
+	if (!fs->ro && mark_mounted(fs) != 0) {
+		snprintf(err, errlen, "%s: cannot write the superblock", o->device);
+		goto fail;
+	}
+	*readonly_out = fs->ro;
+	return fs;
+fail:
+	ext2fs_close_free(&fs->e2);
+	free(fs->htab);
+	free(fs);
+	return NULL;
+}
+
+int fs_unmount(struct fs *fs)
+{
+	struct ext2_super_block *sb;
+	int r = 0, r2;
+
+	pthread_mutex_lock(&fs->lock);
+	for (size_t i = 0; i < fs->hsize; i++) {
+		struct knode *k = fs->htab[i], *next;
+
+		for (; k; k = next) {
+			next = k->hnext;
+			/* unlinked inodes still referenced at unmount go now */
+			if (!fs->ro && k->inode.i_links_count == 0)
+				r2 = kn_free_inode(fs, k);
+			else
+				r2 = kn_flush(fs, k);
+			if (r2 && !r)
+				r = r2;
+			dirindex_free(k->dir);
+			rangelock_destroy(&k->wlock);
+			free(k);
+		}
+	}
+	if (!fs->ro) {
+		sb = fs->e2->super;
+		if (r)
+			fs->errors = true;
+		sb->s_state |= EXT2_VALID_FS;
+		if (fs->errors)
+			sb->s_state |= EXT2_ERROR_FS;
+		ext2fs_set_gdt_csum(fs->e2);
+		ext2fs_mark_super_dirty(fs->e2);
+		ext2fs_mark_bb_dirty(fs->e2);
+		ext2fs_mark_ib_dirty(fs->e2);
+	}
+	r2 = fs_errno(ext2fs_close_free(&fs->e2));
+	if (r2 && !r)
+		r = r2;
+	pthread_mutex_unlock(&fs->lock);
+	pthread_mutex_destroy(&fs->lock);
+	free(fs->htab);
+	free(fs);
+	return r;
+}
+
+unsigned fs_block_size(const struct fs *fs) { return fs->bs; }
+bool fs_readonly(const struct fs *fs) { return fs->ro; }
+
+/* ---- attributes ---- */
+
+/* Run body with the inode pinned under the metadata lock. */
+#define WITH_INODE(fs, ino, k, body) do { \
+	int _r; \
+	pthread_mutex_lock(&(fs)->lock); \
+	_r = kn_get((fs), (ext2_ino_t)(ino), &(k)); \
+	if (_r == 0) { \
+		body; \
+		kn_put((fs), (k)); \
+	} \
+	pthread_mutex_unlock(&(fs)->lock); \
+	ret = _r ? _r : ret; \
+} while (0)
+
+int fs_getattr(struct fs *fs, ino_t ino, struct stat *st)
+{
+	struct knode *k;
+	int ret = 0;
+
+	WITH_INODE(fs, ino, k, kn_stat(fs, k, st));
+	return ret;
+}
+
+void fs_forget(struct fs *fs, ino_t ino, uint64_t nlookup)
+{
+	struct knode *k;
+
+	pthread_mutex_lock(&fs->lock);
+	k = table_find(fs, (ext2_ino_t)ino);
+	if (k) {
+		k->nlookup = k->nlookup > nlookup ? k->nlookup - nlookup : 0;
+		k->pins++;
+		kn_put(fs, k);
+	}
+	pthread_mutex_unlock(&fs->lock);
+}
+
+uint64_t fs_max_size(struct fs *fs, struct knode *k)
+{
+	uint64_t bs = fs->bs, a = bs / 4, blocks;
+
+	if (k->inode.i_flags & EXT4_EXTENTS_FL)
+		return ((1ull << 32) - 1) * bs;
+	blocks = EXT2_NDIR_BLOCKS + a + a * a + a * a * a;
+	if (!ext2fs_has_feature_huge_file(fs->e2->super) && blocks > (1ull << 32) / (bs / 512))
+		blocks = (1ull << 32) / (bs / 512) - 1;
+	if (!ext2fs_has_feature_large_file(fs->e2->super) && blocks * bs > 0x7fffffffull)
+		return 0x7fffffffull;
+	return blocks * bs;
+}
+
+int fs_truncate(struct fs *fs, ino_t ino, uint64_t size)
+{
+	struct knode *k;
+	int ret = 0;
+
+	if (fs->ro)
+		return -EROFS;
+	WITH_INODE(fs, ino, k, {
+		if (!LINUX_S_ISREG(k->inode.i_mode))
+			ret = kn_is_dir(k) ? -EISDIR : -EINVAL;
+		else if (size > fs_max_size(fs, k))
+			ret = -EFBIG;
+		else {
+			map_quiesce_reads(fs, k);
+			ret = map_truncate(fs, k, size);
+			if (!ret) {
+				kn_touch(fs, k, true, true, false);
+				ret = kn_write(fs, k);
+			}
+		}
+	});
+	return ret;
+}
+
+static void set_owner(struct knode *k, const struct stat *attr, int to_set)
+{
+	if (to_set & FUSE_SET_ATTR_UID)
+		inode_set_uid(k->inode, attr->st_uid);
+	if (to_set & FUSE_SET_ATTR_GID)
+		inode_set_gid(k->inode, attr->st_gid);
+}
+
+int fs_setattr(struct fs *fs, ino_t ino, const struct stat *attr, int to_set, struct stat *st)
+{
+	struct knode *k;
+	int ret = 0;
+
+	if (fs->ro)
+		return -EROFS;
+	WITH_INODE(fs, ino, k, {
+		struct timespec now, a, m;
+
+		{
+			clock_gettime(CLOCK_REALTIME, &now);
+			if (to_set & FUSE_SET_ATTR_MODE)
+				k->inode.i_mode = (__u16)((k->inode.i_mode & LINUX_S_IFMT) |
+							  (attr->st_mode & 07777));
+			set_owner(k, attr, to_set);
+			a = (to_set & FUSE_SET_ATTR_ATIME_NOW) ? now : attr->st_atim;
+			m = (to_set & FUSE_SET_ATTR_MTIME_NOW) ? now : attr->st_mtim;
+			set_times(fs, k,
+				  (to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_ATIME_NOW)) ? &a : NULL,
+				  (to_set & (FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_MTIME_NOW)) ? &m : NULL,
+				  (to_set & FUSE_SET_ATTR_CTIME) ? &attr->st_ctim : &now);
+			ret = kn_write(fs, k);
+			kn_stat(fs, k, st);
+		}
+	});
+	return ret;
+}
+
+/* ---- open files ---- */
+
+int fs_open(struct fs *fs, ino_t ino, int flags)
+{
+	struct knode *k;
+	int ret = 0;
+
+	if (fs->ro && (flags & O_ACCMODE) != O_RDONLY)
+		return -EROFS;
+	WITH_INODE(fs, ino, k, k->opencount++);
+	return ret;
+}
+
+void fs_release(struct fs *fs, ino_t ino)
+{
+	struct knode *k;
+
+	pthread_mutex_lock(&fs->lock);
+	k = table_find(fs, (ext2_ino_t)ino);
+	if (k && k->opencount) {
+		k->opencount--;
+		k->pins++;
+		kn_put(fs, k);
+	}
+	pthread_mutex_unlock(&fs->lock);
+}
+
+struct rangelock *fs_file_lock(struct fs *fs, ino_t ino)
+{
+	struct knode *k;
+
+	pthread_mutex_lock(&fs->lock);
+	k = table_find(fs, (ext2_ino_t)ino);
+	pthread_mutex_unlock(&fs->lock);
+	/* valid while the file is open: the caller holds it open */
+	return k ? &k->wlock : NULL;
+}
+
+int fs_sync_inode(struct fs *fs, ino_t ino, bool datasync)
+{
+	struct knode *k;
+	int ret = 0;
+	errcode_t e;
+
+	(void)datasync;
+	if (fs->ro)
+		return 0;
+	WITH_INODE(fs, ino, k, {
+		ret = kn_flush(fs, k);
+		/* the allocation state that reaches the new blocks */
+		if (!ret && (fs->e2->flags & (EXT2_FLAG_BB_DIRTY | EXT2_FLAG_IB_DIRTY | EXT2_FLAG_DIRTY))) {
+			e = ext2fs_flush2(fs->e2, EXT2_FLAG_FLUSH_NO_SYNC);
+			ret = fs_errno(e);
+		}
+	});
+	return ret;
+}
+
+int fs_statfs(struct fs *fs, const struct fs_cred *cr, struct statvfs *sv)
+{
+	struct ext2_super_block *sb = fs->e2->super;
+	uint64_t free_blocks, reserved, overhead = 0;
+
+	pthread_mutex_lock(&fs->lock);
+	free_blocks = ext2fs_free_blocks_count(sb);
+	reserved = ext2fs_r_blocks_count(sb);
+	memset(sv, 0, sizeof(*sv));
+	sv->f_bsize = fs->bs;
+	sv->f_frsize = fs->bs;
+	overhead = ext2fs_blocks_count(sb) > sb->s_overhead_clusters ? sb->s_overhead_clusters : 0;
+	sv->f_blocks = ext2fs_blocks_count(sb) - overhead;
+	sv->f_bfree = free_blocks;
+	sv->f_bavail = free_blocks > reserved ? free_blocks - reserved : 0;
+	if (may_use_reserved(fs, cr))
+		sv->f_bavail = free_blocks;
+	sv->f_files = sb->s_inodes_count;
+	sv->f_ffree = sb->s_free_inodes_count;
+	sv->f_favail = sb->s_free_inodes_count;
+	sv->f_namemax = EXT2_NAME_LEN;
+	sv->f_fsid = *(unsigned long *)sb->s_uuid;
+	pthread_mutex_unlock(&fs->lock);
+	return 0;
+}
+
+bool may_use_reserved(struct fs *fs, const struct fs_cred *cr)
+{
+	struct ext2_super_block *sb = fs->e2->super;
+
+	return cr->uid == 0 || cr->uid == sb->s_def_resuid ||
+	       (sb->s_def_resgid && cr->gid == sb->s_def_resgid);
+}
+
+/* ---- extended attributes ---- */
+
+ssize_t fs_getxattr(struct fs *fs, ino_t ino, const char *name, void *buf, size_t size)
+{
+	struct knode *k;
+	ssize_t ret = 0;
+
+	WITH_INODE(fs, ino, k, {
+		ret = kn_flush(fs, k);
+		if (!ret)
+			ret = fsx_get(fs->e2, k->ino, name, buf, size);
+	});
+	return ret;
+}
+
+ssize_t fs_listxattr(struct fs *fs, ino_t ino, char *buf, size_t size)
+{
+	struct knode *k;
+	ssize_t ret = 0;
+
+	WITH_INODE(fs, ino, k, {
+		ret = kn_flush(fs, k);
+		if (!ret)
+			ret = fsx_list(fs->e2, k->ino, buf, size);
+	});
+	return ret;
+}
+
+/* Changing xattrs rewrites the inode: write ours first, read it back after. */
+static int xattr_change(struct fs *fs, struct knode *k, const char *name, const void *value,
+			size_t size, int flags, bool remove)
+{
+	int r = kn_flush(fs, k), r2;
+
+	if (r)
+		return r;
+	r = remove ? fsx_remove(fs->e2, k->ino, name)
+		   : fsx_set(fs->e2, k->ino, name, value, size, flags);
+	r2 = kn_reload(fs, k);
+	if (!r && !r2) {
+		kn_touch(fs, k, false, true, false);
+		r = kn_write(fs, k);
+	}
+	return r ? r : r2;
+}
+
+int fs_setxattr(struct fs *fs, ino_t ino, const char *name, const void *value, size_t size,
+		int flags)
+{
+	struct knode *k;
+	int ret = 0;
+
+	if (fs->ro)
+		return -EROFS;
+	WITH_INODE(fs, ino, k, ret = xattr_change(fs, k, name, value, size, flags, false));
+	return ret;
+}
+
+int fs_removexattr(struct fs *fs, ino_t ino, const char *name)
+{
+	struct knode *k;
+	int ret = 0;
+
+	if (fs->ro)
+		return -EROFS;
+	WITH_INODE(fs, ino, k, ret = xattr_change(fs, k, name, NULL, 0, 0, true));
+	return ret;
+}
