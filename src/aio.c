@@ -280,11 +280,16 @@ static void *reaper_main(void *arg)
 			if (n <= 0)
 				break;
 			uint64_t now = now_ns();
-			for (int i = 0; i < n; i++)
-				complete_one(c, &evs[i], now);
+
+			/* the slots are free before the callbacks run: a reply lets the
+			 * application send its next request at once */
 			pthread_mutex_lock(&c->mu);
 			c->in_flight -= (unsigned)n;
 			STAT_SUB(in_flight, (uint64_t)n);
+			pthread_mutex_unlock(&c->mu);
+			for (int i = 0; i < n; i++)
+				complete_one(c, &evs[i], now);
+			pthread_mutex_lock(&c->mu);
 			ctx_kick(c);
 			if (c->in_flight == 0 && c->queued == 0)
 				pthread_cond_broadcast(&c->idle);

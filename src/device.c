@@ -12,12 +12,12 @@
 #include <sys/statfs.h>
 #include <unistd.h>
 
-static int open_direct(const char *path, bool ro, bool blockdev)
+static int open_direct(const char *path, bool ro, bool excl)
 {
 	int flags = (ro ? O_RDONLY : O_RDWR) | O_DIRECT | O_CLOEXEC;
 
 	/* O_EXCL on a block device refuses it while mounted or held elsewhere */
-	if (blockdev && !ro)
+	if (excl && !ro)
 		flags |= O_EXCL;
 	return open(path, flags);
 }
@@ -60,7 +60,7 @@ static int read_geometry(struct device *dev, const struct stat *st, char *err, s
 	return 0;
 }
 
-int device_open(struct device *dev, const char *path, bool want_ro,
+int device_open(struct device *dev, const char *path, bool want_ro, bool exclusive,
 		const char **ro_reason, char *err, size_t errlen)
 {
 	struct stat st;
@@ -79,11 +79,11 @@ int device_open(struct device *dev, const char *path, bool want_ro,
 	}
 	dev->is_blockdev = S_ISBLK(st.st_mode);
 	dev->readonly = want_ro;
-	dev->fd = open_direct(path, want_ro, dev->is_blockdev);
+	dev->fd = open_direct(path, want_ro, dev->is_blockdev && exclusive);
 	if (dev->fd < 0 && !want_ro && (errno == EROFS || errno == EACCES || errno == EPERM)) {
 		int saved = errno;
 
-		dev->fd = open_direct(path, true, dev->is_blockdev);
+		dev->fd = open_direct(path, true, dev->is_blockdev && exclusive);
 		if (dev->fd >= 0) {
 			dev->readonly = true;
 			*ro_reason = saved == EROFS ? "the device is read-only"

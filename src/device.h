@@ -17,9 +17,11 @@ struct device {
 };
 
 /* Open path with O_DIRECT, read-write unless want_ro. A read-only device or
- * file opened read-write falls back to read-only and sets ro_reason. Returns
+ * file opened read-write falls back to read-only and sets ro_reason. A block
+ * device is claimed exclusively when `exclusive` (else its other user, libext2fs,
+ * claims it). Returns
  * 0, or -1 with a one-line reason in err. */
-int device_open(struct device *dev, const char *path, bool want_ro,
+int device_open(struct device *dev, const char *path, bool want_ro, bool exclusive,
 		const char **ro_reason, char *err, size_t errlen);
 void device_close(struct device *dev);
 

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/sysmacros.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -327,14 +328,14 @@ int kn_new(struct fs *fs, struct knode *dir, mode_t mode, const struct fs_cred *
 	in = &k->inode;
 	in->i_mode = (__u16)mode;
 	in->i_links_count = 1;
-	inode_set_uid(*in, cr->uid);
+	inode_set_uid(in, cr->uid);
 	/* a set-gid directory passes on its group (and, to directories, the bit) */
 	if (dir->inode.i_mode & LINUX_S_ISGID) {
-		inode_set_gid(*in, inode_gid(dir->inode));
+		inode_set_gid(in, inode_gid(dir->inode));
 		if (LINUX_S_ISDIR(mode))
 			in->i_mode |= LINUX_S_ISGID;
 	} else {
-		inode_set_gid(*in, cr->gid);
+		inode_set_gid(in, cr->gid);
 	}
 	if (fs->inode_size > EXT2_GOOD_OLD_INODE_SIZE)
 		in->i_extra_isize = sizeof(struct ext2_inode_large) - EXT2_GOOD_OLD_INODE_SIZE;
@@ -480,8 +481,10 @@ static void open_error(const char *dev, errcode_t e, char *err, size_t errlen)
 	}
 }
 
-static int mark_mounted(struct fs *fs)
+int fs_mark_mounted(struct fs *fs)
 {
+	if (fs->ro)
+		return 0;
 	struct ext2_super_block *sb = fs->e2->super;
 
 	sb->s_state &= (__u16)~EXT2_VALID_FS;
@@ -529,10 +532,6 @@ struct fs *fs_mount(const struct fs_mount_opts *o, bool *readonly_out, char *err
 	pthread_mutex_init(&fs->lock, NULL);
 	pthread_mutex_init(&fs->gate_mu, NULL);
 	pthread_cond_init(&fs->gate_cv, NULL);
-	if (!fs->ro && mark_mounted(fs) != 0) {
-		snprintf(err, errlen, "%s: cannot write the superblock", o->device);
-		goto fail;
-	}
 	*readonly_out = fs->ro;
 	return fs;
 fail:
@@ -593,12 +592,12 @@ bool fs_readonly(const struct fs *fs) { return fs->ro; }
 /* ---- attributes ---- */
 
 /* Run body with the inode pinned under the metadata lock. */
-#define WITH_INODE(fs, ino, k, body) do { \
+#define WITH_INODE(fs, ino, k, ...) do { \
 	int _r; \
 	pthread_mutex_lock(&(fs)->lock); \
 	_r = kn_get((fs), (ext2_ino_t)(ino), &(k)); \
 	if (_r == 0) { \
-		body; \
+		__VA_ARGS__; \
 		kn_put((fs), (k)); \
 	} \
 	pthread_mutex_unlock(&(fs)->lock); \
@@ -669,9 +668,9 @@ int fs_truncate(struct fs *fs, ino_t ino, uint64_t size)
 static void set_owner(struct knode *k, const struct stat *attr, int to_set)
 {
 	if (to_set & FUSE_SET_ATTR_UID)
-		inode_set_uid(k->inode, attr->st_uid);
+		inode_set_uid(&k->inode, attr->st_uid);
 	if (to_set & FUSE_SET_ATTR_GID)
-		inode_set_gid(k->inode, attr->st_gid);
+		inode_set_gid(&k->inode, attr->st_gid);
 }
 
 int fs_setattr(struct fs *fs, ino_t ino, const struct stat *attr, int to_set, struct stat *st)

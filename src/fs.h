@@ -30,9 +30,11 @@ struct fs_mount_opts {
 	bool readonly;
 };
 
-/* Open and check the volume; on a read-write mount mark it not clean.
- * Returns NULL with a one-line reason (and a hint) in err. */
+/* Open and check the volume, writing nothing. Returns NULL with a one-line
+ * reason (and a hint) in err. */
 struct fs *fs_mount(const struct fs_mount_opts *o, bool *readonly_out, char *err, size_t errlen);
+/* A read-write mount begins: mark the volume not clean on disk. */
+int fs_mark_mounted(struct fs *fs);
 /* Write everything back, mark the volume clean, close it. Returns 0 or -errno. */
 int fs_unmount(struct fs *fs);
 

@@ -41,6 +41,18 @@ struct fs {
 	uint32_t generation;            /* next i_generation */
 };
 
+static inline void inode_set_uid(struct ext2_inode_large *in, uid_t uid)
+{
+	in->i_uid = (__u16)uid;
+	ext2fs_set_i_uid_high(*in, uid >> 16);
+}
+
+static inline void inode_set_gid(struct ext2_inode_large *in, gid_t gid)
+{
+	in->i_gid = (__u16)gid;
+	ext2fs_set_i_gid_high(*in, gid >> 16);
+}
+
 #define IBUFSIZE ((int)sizeof(struct ext2_inode_large))
 #define EI(k) ((struct ext2_inode *)&(k)->inode)
 

@@ -15,8 +15,6 @@
 #include <string.h>
 #include <sys/xattr.h>
 
-#include <ext2fs/ext2_ext_attr.h>
-
 #include "fs_xattr.h"
 
 #define FSX_NAME_MAX	255
@@ -171,6 +169,166 @@ static int fsx_open(ext2_filsys fs, ext2_ino_t ino,
 static void fsx_close(struct ext2_xattr_handle **h)
 {
 	ext2fs_xattrs_close(h);
+}
+
+/* ---- what libext2fs leaves undone when it writes ---- */
+
+/* libext2fs rewrites an attribute block that lost its last entry (removed,
+ * or moved into the inode) instead of freeing it: free it, as ext4 does, so
+ * that the space comes back. */
+static int drop_empty_block(ext2_filsys fs, ext2_ino_t ino)
+{
+	struct ext2_inode inode;
+	char *block;
+	blk64_t blk;
+	errcode_t err;
+
+	err = ext2fs_read_inode(fs, ino, &inode);
+	if (err)
+		return fsx_errno(err);
+	blk = ext2fs_file_acl_block(fs, &inode);
+	if (!blk)
+		return 0;
+	err = ext2fs_get_mem(fs->blocksize, &block);
+	if (err)
+		return fsx_errno(err);
+	err = ext2fs_read_ext_attr3(fs, blk, block, ino);
+	if (!err && EXT2_EXT_IS_LAST_ENTRY(block +
+					   sizeof(struct ext2_ext_attr_header)))
+		err = ext2fs_free_ext_attr(fs, ino, NULL);
+	ext2fs_free_mem(&block);
+	return fsx_errno(err);
+}
+
+/* Clusters charged for the values kept in EA inodes among the entries
+ * stored in [p, end): ext4 (and e2fsck) count each such value's size,
+ * rounded up to clusters, in the owner's i_blocks. */
+static blk64_t entries_charge(ext2_filsys fs, const char *p, const char *end)
+{
+	blk64_t csize = (blk64_t)fs->blocksize << fs->cluster_ratio_bits;
+	blk64_t clusters = 0;
+	struct ext2_ext_attr_entry e;
+
+	while ((size_t)(end - p) >= sizeof(e) && !EXT2_EXT_IS_LAST_ENTRY(p)) {
+		memcpy(&e, p, sizeof(e));
+		if (EXT2_EXT_ATTR_LEN(e.e_name_len) > (size_t)(end - p))
+			break;
+		if (e.e_value_inum)
+			clusters += (e.e_value_size + csize - 1) / csize;
+		p += EXT2_EXT_ATTR_LEN(e.e_name_len);
+	}
+	return clusters;
+}
+
+static blk64_t ibody_charge(ext2_filsys fs, const struct ext2_inode_large *inode)
+{
+	unsigned int isize = EXT2_INODE_SIZE(fs->super);
+	const char *start = (const char *)inode + EXT2_GOOD_OLD_INODE_SIZE +
+			    inode->i_extra_isize;
+	__u32 magic;
+
+	if (isize <= EXT2_GOOD_OLD_INODE_SIZE || inode->i_extra_isize & 3 ||
+	    EXT2_GOOD_OLD_INODE_SIZE + inode->i_extra_isize + sizeof(magic) >= isize)
+		return 0;
+	memcpy(&magic, start, sizeof(magic));
+	if (magic != EXT2_EXT_ATTR_MAGIC)
+		return 0;
+	return entries_charge(fs, start + sizeof(magic), (const char *)inode + isize);
+}
+
+static errcode_t block_charge(ext2_filsys fs, ext2_ino_t ino, blk64_t blk,
+			      blk64_t *clusters)
+{
+	char *block;
+	errcode_t err;
+
+	err = ext2fs_get_mem(fs->blocksize, &block);
+	if (err)
+		return err;
+	err = ext2fs_read_ext_attr3(fs, blk, block, ino);
+	if (!err)
+		*clusters += entries_charge(fs,
+				block + sizeof(struct ext2_ext_attr_header),
+				block + fs->blocksize);
+	ext2fs_free_mem(&block);
+	return err;
+}
+
+/* What ino's EA inode values are charged, in clusters (0 without the
+ * ea_inode feature). */
+static int ea_inode_charge(ext2_filsys fs, ext2_ino_t ino, blk64_t *clusters)
+{
+	unsigned int isize = EXT2_INODE_SIZE(fs->super);
+	struct ext2_inode_large *inode;
+	blk64_t blk;
+	errcode_t err;
+
+	*clusters = 0;
+	if (!ext2fs_has_feature_ea_inode(fs->super))
+		return 0;
+	err = ext2fs_get_memzero(isize > sizeof(*inode) ? isize : sizeof(*inode),
+				 &inode);
+	if (err)
+		return fsx_errno(err);
+	err = ext2fs_read_inode_full(fs, ino, EXT2_INODE(inode), isize);
+	if (!err) {
+		*clusters = ibody_charge(fs, inode);
+		blk = ext2fs_file_acl_block(fs, EXT2_INODE(inode));
+		if (blk)
+			err = block_charge(fs, ino, blk, clusters);
+	}
+	ext2fs_free_mem(&inode);
+	return fsx_errno(err);
+}
+
+/* libext2fs creates and drops EA inodes without charging or crediting the
+ * owner's i_blocks: bring them in line with the charge found on disk. */
+static int recharge(ext2_filsys fs, ext2_ino_t ino, blk64_t before)
+{
+	struct ext2_inode inode;
+	blk64_t after;
+	errcode_t err;
+	int ret;
+
+	ret = ea_inode_charge(fs, ino, &after);
+	if (ret || after == before)
+		return ret;
+	err = ext2fs_read_inode(fs, ino, &inode);
+	if (!err && after > before)
+		err = ext2fs_iblk_add_blocks(fs, &inode, after - before);
+	else if (!err)
+		err = ext2fs_iblk_sub_blocks(fs, &inode, before - after);
+	if (!err)
+		err = ext2fs_write_inode(fs, ino, &inode);
+	return fsx_errno(err);
+}
+
+enum fsx_op {
+	FSX_OP_SET,
+	FSX_OP_REMOVE,
+};
+
+/* Set or remove name through h, then complete what libext2fs leaves
+ * undone; also after a failure, which may have changed the disk already. */
+static int fsx_update(ext2_filsys fs, ext2_ino_t ino,
+		      struct ext2_xattr_handle *h, enum fsx_op op,
+		      const char *name, const void *value, size_t size)
+{
+	blk64_t charged;
+	errcode_t err;
+	int ret;
+
+	ret = ea_inode_charge(fs, ino, &charged);
+	if (ret)
+		return ret;
+	if (op == FSX_OP_REMOVE)
+		err = ext2fs_xattr_remove(h, name);
+	else
+		err = ext2fs_xattr_set(h, name, value, size);
+	ret = drop_empty_block(fs, ino);
+	if (!ret)
+		ret = recharge(fs, ino, charged);
+	return err ? fsx_errno(err) : ret;
 }
 
 /* 1 if the handle holds name, 0 if not, or a negative errno. */
@@ -427,7 +585,7 @@ static int set_plain(ext2_filsys fs, ext2_ino_t ino, const char *name,
 		return ret;
 	ret = check_flags(h, name, flags);
 	if (!ret)
-		ret = fsx_errno(ext2fs_xattr_set(h, name, value, size));
+		ret = fsx_update(fs, ino, h, FSX_OP_SET, name, value, size);
 	fsx_close(&h);
 	return ret;
 }
@@ -468,12 +626,12 @@ static int acl_store(ext2_filsys fs, ext2_ino_t ino, int kind,
 	if (ret)
 		return ret;
 	if (count == 0) {
-		ret = fsx_errno(ext2fs_xattr_remove(h, name));
+		ret = fsx_update(fs, ino, h, FSX_OP_REMOVE, name, NULL, 0);
 	} else {
 		/* leave raw mode so that the library converts the value to
 		 * the ext4 on-disk format */
 		ext2fs_xattrs_flags(h, &flags, NULL);
-		ret = fsx_errno(ext2fs_xattr_set(h, name, value, size));
+		ret = fsx_update(fs, ino, h, FSX_OP_SET, name, value, size);
 	}
 	fsx_close(&h);
 	return ret;
@@ -526,7 +684,7 @@ int fsx_remove(ext2_filsys fs, ext2_ino_t ino, const char *name)
 	if (ret == 0)
 		ret = -ENODATA;
 	else if (ret > 0)
-		ret = fsx_errno(ext2fs_xattr_remove(h, name));
+		ret = fsx_update(fs, ino, h, FSX_OP_REMOVE, name, NULL, 0);
 	fsx_close(&h);
 	return ret;
 }

@@ -228,6 +228,8 @@ static unsigned prep_parts(struct io_op *op, unsigned at, const struct io_map *m
 			memset(dst, 0, (f1 - f0) * op->bs);
 			continue;
 		}
+		if (write && s->hole)
+			continue;
 		struct aio_req *r = &op->parts[at++].req;
 		uint64_t dev_off = (s->pblk + (f0 - s->fblk)) * op->bs;
 
@@ -256,12 +258,14 @@ static void submit_parts(struct io_op *op, unsigned first, unsigned n)
 	}
 }
 
-static unsigned data_segs(const struct io_map *m)
+/* Segments that take device I/O: reads skip what reads as zeros; writes
+ * skip only holes (a write map has none). */
+static unsigned io_segs(const struct io_map *m, bool write)
 {
 	unsigned n = 0;
 
 	for (unsigned i = 0; i < m->n; i++)
-		n += !m->seg[i].zero;
+		n += write ? !m->seg[i].hole : !m->seg[i].zero;
 	return n;
 }
 
@@ -304,7 +308,7 @@ static void read_part_done(struct aio_req *r, long res)
 void io_map_read(struct io_dev *d, const struct io_map *map, uint64_t off, size_t len,
 		 io_read_done cb, void *ctx)
 {
-	struct io_op *op = op_new(d, data_segs(map), ctx);
+	struct io_op *op = op_new(d, io_segs(map, false), ctx);
 	unsigned n;
 
 	if (!op) {
@@ -486,7 +490,7 @@ void io_wop_start(struct io_wop *w, const struct io_map *map, int rw_flags,
 		  io_write_done cb, void *ctx)
 {
 	struct io_op *op = (struct io_op *)w;
-	unsigned nreads = 0, nwrite = data_segs(map), to_read;
+	unsigned nreads = 0, nwrite = io_segs(map, true), to_read;
 	struct aio_req *rs[2];
 
 	op->map = map;

@@ -14,11 +14,13 @@
 #include "aio.h"
 #include "arena.h"
 #include "device.h"
+#include "fs.h"
 #include "io.h"
 #include "ops.h"
 #include "options.h"
 #include "stats.h"
 #include "statsrv.h"
+#include "workq.h"
 
 #define MAX_WRITE (1u << 20)
 #define ERRLEN 512
@@ -122,7 +124,12 @@ struct mount_ctx {
 	struct arena *arena;
 	struct aio_engine *aio;
 	struct io_dev io;
+	bool io_ready;
 	struct raw_fs rawfs;
+	struct fs *fs;              /* filesystem mode */
+	struct workq *wq;
+	struct ext4_front front;
+	bool front_ready;
 	struct fuse_session *se;
 	struct statsrv *srv;
 };
@@ -172,11 +179,18 @@ static void print_stats(void)
 	free(t);
 }
 
-/* Ordered teardown: replies first, then the engine, then the mount. */
-static void teardown(struct mount_ctx *m, bool mounted)
+/* Ordered teardown: every reply first, then metadata, the engine, the
+ * mount, and last the volume's clean state. */
+static int teardown(struct mount_ctx *m, bool mounted)
 {
-	if (m->aio)
+	int ret = 0;
+
+	if (m->front_ready)
+		ext4_front_drain(&m->front);
+	if (m->io_ready)
 		io_dev_drain(&m->io);
+	workq_destroy(m->wq);
+	m->wq = NULL;
 	statsrv_stop(m->srv);
 	aio_destroy(m->aio);
 	m->aio = NULL;
@@ -187,34 +201,58 @@ static void teardown(struct mount_ctx *m, bool mounted)
 		}
 		fuse_session_destroy(m->se);
 	}
-	if (m->arena)
+	if (m->io_ready)
 		io_dev_destroy(&m->io);
+	if (m->fs) {
+		int r = fs_unmount(m->fs);
+
+		if (r) {
+			say("%s: errors while closing the filesystem (%s); run e2fsck -f", m->o->device,
+			    strerror(-r));
+			ret = 1;
+		}
+		m->fs = NULL;
+	}
 	if (mounted && m->o->stats)
 		print_stats();
 	arena_destroy(m->arena);
+	m->arena = NULL;
 	device_close(&m->dev);
+	return ret;
 }
 
-/* Everything up to the mount; returns 0 or 1 (an error has been said). */
+/* Everything up to the mount, writing nothing; returns 0 or 1 (an error has
+ * been said). */
 static int prepare(struct mount_ctx *m, struct fuse_args *args, const char **ro_reason)
 {
 	struct options *o = m->o;
 	char err[ERRLEN];
+	bool ro;
 
-	if (!o->raw) {
-		say("mounting ext2/3/4 volumes is not available in this version; use -o raw to serve the device as one file");
-		return 1;
-	}
-	if (device_open(&m->dev, o->device, o->ro, ro_reason, err, sizeof(err)) != 0) {
+	if (device_open(&m->dev, o->device, o->ro, o->raw, ro_reason, err, sizeof(err)) != 0) {
 		say("%s", err);
 		return 1;
 	}
-	if (*ro_reason && fuse_opt_add_arg(args, "-oro") != 0)
-		return 1;
 	if (m->dev.size < io_unit(&m->dev)) {
 		say("%s: too small (%llu bytes)", o->device, (unsigned long long)m->dev.size);
 		return 1;
 	}
+	if (!o->raw) {
+		struct fs_mount_opts fo = { .device = o->device, .readonly = m->dev.readonly };
+
+		m->fs = fs_mount(&fo, &ro, err, sizeof(err));
+		if (!m->fs) {
+			say("%s", err);
+			return 1;
+		}
+		if (fs_block_size(m->fs) < m->dev.logical_block) {
+			say("%s: the filesystem's %u-byte blocks are smaller than the device's %u-byte sectors",
+			    o->device, fs_block_size(m->fs), m->dev.logical_block);
+			return 1;
+		}
+	}
+	if ((*ro_reason || o->ro) && fuse_opt_add_arg(args, "-oro") != 0)
+		return 1;
 	/* everything that can fail for a reason the user can fix is checked
 	 * before mounting, in the process that reports back */
 	if (aio_probe(o->queue_depth, err, sizeof(err)) != 0) {
@@ -231,26 +269,48 @@ static unsigned max_background(const struct options *o)
 	return want < 1024 ? 1024 : want > 65535 ? 65535 : want;
 }
 
-static int mount_and_run(struct mount_ctx *m, struct fuse_args *args, const char *ro_reason)
+static struct fuse_session *new_session(struct mount_ctx *m, struct fuse_args *args)
 {
 	struct options *o = m->o;
 	struct conn_tuning tuning = { .max_write = MAX_WRITE, .max_background = max_background(o) };
+
+	io_dev_init(&m->io, m->dev.fd, m->dev.size - m->dev.size % io_unit(&m->dev), io_unit(&m->dev),
+		    m->aio, m->arena);
+	m->io_ready = true;
+	if (o->raw) {
+		raw_fs_init(&m->rawfs, &m->io, o->device, m->dev.readonly, &tuning);
+		return fuse_session_new(args, &raw_ops, sizeof(raw_ops), &m->rawfs);
+	}
+	m->wq = workq_create(2);
+	if (!m->wq) {
+		say("cannot start worker threads");
+		return NULL;
+	}
+	ext4_front_init(&m->front, m->fs, &m->io, m->wq, &tuning);
+	m->front_ready = true;
+	/* ext4 permission semantics: the kernel checks modes for every user */
+	if (fuse_opt_add_arg(args, "-odefault_permissions") != 0)
+		return NULL;
+	return fuse_session_new(args, &ext4_ops, sizeof(ext4_ops), &m->front);
+}
+
+static int mount_and_run(struct mount_ctx *m, struct fuse_args *args, const char *ro_reason)
+{
+	struct options *o = m->o;
 	char err[ERRLEN];
 	int ret;
 
-	if (start_engine(m) != 0) {
+	if (start_engine(m) != 0 || !(m->se = new_session(m, args)) ||
+	    fuse_set_signal_handlers(m->se) != 0) {
 		teardown(m, false);
 		return 1;
 	}
-	io_dev_init(&m->io, m->dev.fd, m->dev.size - m->dev.size % io_unit(&m->dev), io_unit(&m->dev),
-		    m->aio, m->arena);
-	raw_fs_init(&m->rawfs, &m->io, o->device, m->dev.readonly, &tuning);
-	m->se = fuse_session_new(args, &raw_ops, sizeof(raw_ops), &m->rawfs);
-	if (!m->se) {
+	if (m->fs && fs_mark_mounted(m->fs) != 0) {
+		say("%s: cannot write the superblock", o->device);
 		teardown(m, false);
 		return 1;
 	}
-	if (fuse_set_signal_handlers(m->se) != 0 || fuse_session_mount(m->se, o->mountpoint) != 0) {
+	if (fuse_session_mount(m->se, o->mountpoint) != 0) {
 		teardown(m, false);
 		return 1;
 	}
@@ -261,9 +321,9 @@ static int mount_and_run(struct mount_ctx *m, struct fuse_args *args, const char
 		say("%s: %s, mounted read-only", o->device, ro_reason);
 	daemon_ready();
 	ret = run_loop(m);
-	teardown(m, true);
 	/* a loop ended by SIGTERM/SIGINT/SIGHUP reports the signal: a clean exit */
-	return ret < 0 ? 1 : 0;
+	ret = ret < 0 ? 1 : 0;
+	return teardown(m, true) ? 1 : ret;
 }
 
 int main(int argc, char **argv)
@@ -294,6 +354,8 @@ int main(int argc, char **argv)
 			ret = mount_and_run(&m, &args, ro_reason);
 		}
 	}
+	if (m.fs)
+		fs_unmount(m.fs); /* refused before mounting: nothing was written */
 	device_close(&m.dev);
 	fuse_opt_free_args(&args);
 	options_free(&o);

@@ -31,4 +31,28 @@ void raw_fs_init(struct raw_fs *fs, struct io_dev *io, const char *device_path,
 		 bool readonly, const struct conn_tuning *tuning);
 extern const struct fuse_lowlevel_ops raw_ops;
 
+/* Apply the connection settings both modes share. */
+void conn_apply(struct fuse_conn_info *conn, const struct conn_tuning *t);
+
+/* Filesystem mode: an ext2/3/4 volume. */
+struct fs;
+struct workq;
+
+struct ext4_front {
+	struct fs *fs;
+	struct io_dev *io;
+	struct workq *wq;
+	struct conn_tuning tuning;
+	unsigned bs;
+	pthread_mutex_t mu;       /* guards busy */
+	pthread_cond_t idle;
+	unsigned long busy;       /* data requests not yet replied to */
+};
+
+void ext4_front_init(struct ext4_front *f, struct fs *fs, struct io_dev *io, struct workq *wq,
+		     const struct conn_tuning *tuning);
+/* Wait until every data request has been replied to. */
+void ext4_front_drain(struct ext4_front *f);
+extern const struct fuse_lowlevel_ops ext4_ops;
+
 #endif

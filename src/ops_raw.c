@@ -58,18 +58,26 @@ void raw_fs_init(struct raw_fs *fs, struct io_dev *io, const char *device_path,
 	}
 }
 
-static void raw_init(void *userdata, struct fuse_conn_info *conn)
+void conn_apply(struct fuse_conn_info *conn, const struct conn_tuning *t)
 {
-	struct raw_fs *fs = userdata;
-
-	conn->max_write = fs->tuning.max_write;
-	conn->max_background = fs->tuning.max_background;
-	conn->congestion_threshold = fs->tuning.max_background * 3 / 4;
+	conn->max_write = t->max_write;
+	conn->max_background = t->max_background;
+	conn->congestion_threshold = t->max_background * 3 / 4;
 	conn->time_gran = 1;
 	if (conn->capable & FUSE_CAP_ASYNC_DIO)
 		conn->want |= FUSE_CAP_ASYNC_DIO;
 	if (conn->capable & FUSE_CAP_PARALLEL_DIROPS)
 		conn->want |= FUSE_CAP_PARALLEL_DIROPS;
+	/* the kernel turns O_TRUNC into a truncate and clears set-id bits on
+	 * chown and truncate itself; writes clear them in fs */
+	conn->want &= ~(unsigned)(FUSE_CAP_ATOMIC_O_TRUNC | FUSE_CAP_HANDLE_KILLPRIV);
+}
+
+static void raw_init(void *userdata, struct fuse_conn_info *conn)
+{
+	struct raw_fs *fs = userdata;
+
+	conn_apply(conn, &fs->tuning);
 }
 
 /* Copy of the inode's attributes, or NULL for an unknown inode. */

@@ -1,0 +1,640 @@
+/* Block maps of files: what the data path reads and writes, allocation of
+ * new blocks, making them reachable after their data is on the device,
+ * unwritten extents, truncation, fallocate and SEEK_DATA/SEEK_HOLE. */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "fs_int.h"
+
+#define INIT_MAX_LEN 32768u
+#define UNINIT_MAX_LEN 32767u
+
+static bool is_extent_file(const struct knode *k)
+{
+	return k->inode.i_flags & EXT4_EXTENTS_FL;
+}
+
+static int add_seg(struct io_map **m, uint64_t fblk, uint64_t pblk, uint64_t n,
+		   bool hole, bool unwritten)
+{
+	while (n) {
+		uint32_t take = n > (1u << 30) ? (1u << 30) : (uint32_t)n;
+		struct io_seg s = {
+			.fblk = fblk, .pblk = hole ? 0 : pblk, .nblk = take,
+			.zero = hole || unwritten, .hole = hole, .unwritten = unwritten,
+		};
+		int r = io_map_add(m, &s);
+
+		if (r)
+			return r;
+		fblk += take;
+		pblk += take;
+		n -= take;
+	}
+	return 0;
+}
+
+/* Map [b, end) of an extent file into m. */
+static int map_extent_file(struct fs *fs, struct knode *k, uint64_t b, uint64_t end,
+			   struct io_map **m)
+{
+	ext2_extent_handle_t h;
+	struct ext2fs_extent ex;
+	errcode_t e;
+	int r = 0;
+
+	e = ext2fs_extent_open2(fs->e2, k->ino, EI(k), &h);
+	if (e)
+		return fs_errno(e);
+	e = ext2fs_extent_goto2(h, 0, b);
+	if (e && e != EXT2_ET_EXTENT_NOT_FOUND) {
+		ext2fs_extent_free(h);
+		return fs_errno(e);
+	}
+	e = ext2fs_extent_get(h, EXT2_EXTENT_CURRENT, &ex);
+	while (!r && b < end) {
+		if (e) {
+			/* no (more) extents: the rest is a hole */
+			r = add_seg(m, b, 0, end - b, true, false);
+			break;
+		}
+		if (ex.e_lblk + ex.e_len <= b) {
+			e = ext2fs_extent_get(h, EXT2_EXTENT_NEXT_LEAF, &ex);
+			continue;
+		}
+		if (ex.e_lblk > b) {
+			uint64_t n = (ex.e_lblk < end ? ex.e_lblk : end) - b;
+
+			r = add_seg(m, b, 0, n, true, false);
+			b += n;
+			continue;
+		}
+		uint64_t stop = ex.e_lblk + ex.e_len < end ? ex.e_lblk + ex.e_len : end;
+
+		r = add_seg(m, b, ex.e_pblk + (b - ex.e_lblk), stop - b, false,
+			    ex.e_flags & EXT2_EXTENT_FLAGS_UNINIT);
+		b = stop;
+	}
+	ext2fs_extent_free(h);
+	return r;
+}
+
+/* Map [b, end) of a block-mapped (ext2/ext3) file into m. */
+static int map_indirect_file(struct fs *fs, struct knode *k, uint64_t b, uint64_t end,
+			     struct io_map **m)
+{
+	for (; b < end; b++) {
+		blk64_t p = 0;
+		errcode_t e = ext2fs_bmap2(fs->e2, k->ino, EI(k), NULL, 0, b, NULL, &p);
+		int r;
+
+		if (e)
+			return fs_errno(e);
+		r = add_seg(m, b, p, 1, p == 0, false);
+		if (r)
+			return r;
+	}
+	return 0;
+}
+
+static int map_blocks(struct fs *fs, struct knode *k, uint64_t b, uint64_t end,
+		      struct io_map **out)
+{
+	struct io_map *m = io_map_new(fs->bs);
+	int r;
+
+	if (!m)
+		return -ENOMEM;
+	r = is_extent_file(k) ? map_extent_file(fs, k, b, end, &m)
+			      : map_indirect_file(fs, k, b, end, &m);
+	if (r) {
+		free(m);
+		return r;
+	}
+	*out = m;
+	return 0;
+}
+
+void fs_dio_free(struct fs_dio *d)
+{
+	free(d->map);
+	d->map = NULL;
+}
+
+static int get_regular(struct fs *fs, ino_t ino, struct knode **k)
+{
+	int r = kn_get(fs, (ext2_ino_t)ino, k);
+
+	if (r)
+		return r;
+	if (!LINUX_S_ISREG((*k)->inode.i_mode)) {
+		r = kn_is_dir(*k) ? -EISDIR : -EINVAL;
+		kn_put(fs, *k);
+	}
+	return r;
+}
+
+/* ---- reads ---- */
+
+int fs_map_read(struct fs *fs, ino_t ino, uint64_t off, size_t len, struct fs_dio *d)
+{
+	struct knode *k;
+	uint64_t size;
+	int r;
+
+	memset(d, 0, sizeof(*d));
+	d->ino = ino;
+	d->off = off;
+	pthread_mutex_lock(&fs->lock);
+	r = get_regular(fs, ino, &k);
+	if (r)
+		goto out;
+	size = kn_size(k);
+	d->len = off >= size ? 0 : (size - off < len ? (size_t)(size - off) : len);
+	if (d->len) {
+		r = map_blocks(fs, k, off / fs->bs, (off + d->len + fs->bs - 1) / fs->bs, &d->map);
+		if (!r) {
+			/* held open by the reader: the knode outlives the read */
+			__atomic_add_fetch(&k->reads_inflight, 1, __ATOMIC_ACQ_REL);
+			d->knode = k;
+		}
+	}
+	kn_put(fs, k);
+out:
+	pthread_mutex_unlock(&fs->lock);
+	return r;
+}
+
+void fs_read_done(struct fs *fs, struct fs_dio *d)
+{
+	struct knode *k = d->knode;
+
+	fs_dio_free(d);
+	if (!k)
+		return;
+	if (__atomic_sub_fetch(&k->reads_inflight, 1, __ATOMIC_ACQ_REL) == 0) {
+		pthread_mutex_lock(&fs->gate_mu);
+		pthread_cond_broadcast(&fs->gate_cv);
+		pthread_mutex_unlock(&fs->gate_mu);
+	}
+}
+
+void map_quiesce_reads(struct fs *fs, struct knode *k)
+{
+	while (__atomic_load_n(&k->reads_inflight, __ATOMIC_ACQUIRE)) {
+		k->pins++;
+		pthread_mutex_unlock(&fs->lock);
+		pthread_mutex_lock(&fs->gate_mu);
+		while (__atomic_load_n(&k->reads_inflight, __ATOMIC_ACQUIRE))
+			pthread_cond_wait(&fs->gate_cv, &fs->gate_mu);
+		pthread_mutex_unlock(&fs->gate_mu);
+		pthread_mutex_lock(&fs->lock);
+		k->pins--;
+	}
+}
+
+int fs_map_existing(struct fs *fs, ino_t ino, uint64_t off, size_t len, struct fs_dio *d)
+{
+	struct knode *k;
+	int r;
+
+	memset(d, 0, sizeof(*d));
+	d->ino = ino;
+	d->off = off;
+	d->len = len;
+	pthread_mutex_lock(&fs->lock);
+	r = get_regular(fs, ino, &k);
+	if (!r) {
+		r = map_blocks(fs, k, off / fs->bs, (off + len + fs->bs - 1) / fs->bs, &d->map);
+		kn_put(fs, k);
+	}
+	pthread_mutex_unlock(&fs->lock);
+	return r;
+}
+
+/* ---- allocation ---- */
+
+static uint64_t free_blocks_for(struct fs *fs, const struct fs_cred *cr)
+{
+	struct ext2_super_block *sb = fs->e2->super;
+	uint64_t free_blocks = ext2fs_free_blocks_count(sb), reserved = ext2fs_r_blocks_count(sb);
+
+	if (may_use_reserved(fs, cr))
+		return free_blocks;
+	return free_blocks > reserved ? free_blocks - reserved : 0;
+}
+
+/* Give a hole of n blocks at fblk fresh device blocks, appended to out as
+ * fresh segments. goal is where the previous data lies. */
+static int allocate_hole(struct fs *fs, struct knode *k, uint64_t fblk, uint64_t n,
+			 blk64_t *goal, struct io_map **out)
+{
+	while (n) {
+		blk64_t pblk, plen;
+		errcode_t e = ext2fs_new_range(fs->e2, 0, *goal, n, NULL, &pblk, &plen);
+		int r;
+
+		if (e == EXT2_ET_BLOCK_ALLOC_FAIL)
+			return -ENOSPC;
+		if (e)
+			return fs_errno(e);
+		if (plen > n)
+			plen = n;
+		ext2fs_block_alloc_stats_range(fs->e2, pblk, (blk_t)plen, +1);
+		struct io_seg s = { .fblk = fblk, .pblk = pblk, .nblk = (uint32_t)plen,
+				    .zero = 1, .fresh = 1 };
+		r = io_map_add(out, &s);
+		if (r) {
+			ext2fs_block_alloc_stats_range(fs->e2, pblk, (blk_t)plen, -1);
+			return r;
+		}
+		fblk += plen;
+		n -= plen;
+		*goal = pblk + plen;
+	}
+	(void)k;
+	return 0;
+}
+
+static void release_fresh(struct fs *fs, const struct io_map *m)
+{
+	for (unsigned i = 0; i < m->n; i++)
+		if (m->seg[i].fresh)
+			ext2fs_block_alloc_stats_range(fs->e2, m->seg[i].pblk, m->seg[i].nblk, -1);
+}
+
+/* Replace the holes of `cur` by fresh blocks; the result goes to *out. */
+static int fill_holes(struct fs *fs, struct knode *k, const struct io_map *cur,
+		      const struct fs_cred *cr, struct io_map **out)
+{
+	uint64_t need = 0;
+	blk64_t goal = 0;
+	int r = 0;
+
+	for (unsigned i = 0; i < cur->n; i++)
+		need += cur->seg[i].hole ? cur->seg[i].nblk : 0;
+	if (need > free_blocks_for(fs, cr))
+		return -ENOSPC;
+	*out = io_map_new(fs->bs);
+	if (!*out)
+		return -ENOMEM;
+	for (unsigned i = 0; i < cur->n && !r; i++) {
+		const struct io_seg *s = &cur->seg[i];
+
+		if (!s->hole) {
+			r = io_map_add(out, s);
+			goal = s->pblk + s->nblk;
+			continue;
+		}
+		if (!goal)
+			goal = ext2fs_find_inode_goal(fs->e2, k->ino, EI(k), s->fblk);
+		r = allocate_hole(fs, k, s->fblk, s->nblk, &goal, out);
+	}
+	if (r) {
+		release_fresh(fs, *out);
+		free(*out);
+		*out = NULL;
+	}
+	return r;
+}
+
+int fs_map_write(struct fs *fs, ino_t ino, uint64_t off, size_t len,
+		 const struct fs_cred *cr, struct fs_dio *d)
+{
+	struct knode *k;
+	struct io_map *cur = NULL;
+	int r;
+
+	memset(d, 0, sizeof(*d));
+	d->ino = ino;
+	d->off = off;
+	d->len = len;
+	if (fs->ro)
+		return -EROFS;
+	pthread_mutex_lock(&fs->lock);
+	r = get_regular(fs, ino, &k);
+	if (r)
+		goto out;
+	if (off + len > fs_max_size(fs, k))
+		r = -EFBIG;
+	if (!r)
+		r = map_blocks(fs, k, off / fs->bs, (off + len + fs->bs - 1) / fs->bs, &cur);
+	if (!r)
+		r = fill_holes(fs, k, cur, cr, &d->map);
+	if (!r) {
+		d->knode = k;
+		d->new_size = off + len > kn_size(k) ? off + len : kn_size(k);
+		d->needs_commit = d->new_size != kn_size(k);
+		for (unsigned i = 0; i < d->map->n; i++)
+			d->needs_commit |= d->map->seg[i].fresh || d->map->seg[i].unwritten;
+		kn_touch(fs, k, true, true, false);
+	}
+	free(cur);
+	kn_put(fs, k);
+out:
+	pthread_mutex_unlock(&fs->lock);
+	return r;
+}
+
+/* ---- making blocks reachable ---- */
+
+/* Insert a mapping of a hole: [lblk, lblk+len) -> pblk, merging with the
+ * extent before it when contiguous. */
+static errcode_t extent_insert_range(ext2_extent_handle_t h, blk64_t lblk, blk64_t pblk,
+				     blk64_t len, bool uninit)
+{
+	unsigned max = uninit ? UNINIT_MAX_LEN : INIT_MAX_LEN;
+	int uflag = uninit ? EXT2_EXTENT_FLAGS_UNINIT : 0;
+
+	while (len) {
+		struct ext2fs_extent ex = { .e_pblk = pblk, .e_lblk = lblk, .e_flags = uflag };
+		struct ext2fs_extent cur;
+		errcode_t e;
+
+		ex.e_len = (__u32)(len < max ? len : max);
+		e = ext2fs_extent_goto2(h, 0, lblk);
+		if (!e)
+			return EXT2_ET_INVALID_ARGUMENT; /* already mapped */
+		if (e != EXT2_ET_EXTENT_NOT_FOUND)
+			return e;
+		if (ext2fs_extent_get(h, EXT2_EXTENT_CURRENT, &cur)) {
+			e = ext2fs_extent_insert(h, 0, &ex); /* an empty tree */
+		} else if (cur.e_lblk + cur.e_len == lblk && cur.e_pblk + cur.e_len == pblk &&
+			   (cur.e_flags & EXT2_EXTENT_FLAGS_UNINIT) == (unsigned)uflag &&
+			   cur.e_len + ex.e_len <= max) {
+			cur.e_len += ex.e_len;
+			e = ext2fs_extent_replace(h, 0, &cur);
+		} else {
+			e = ext2fs_extent_insert(h, cur.e_lblk > lblk ? 0 : EXT2_EXTENT_INSERT_AFTER, &ex);
+		}
+		if (!e)
+			e = ext2fs_extent_fix_parents(h);
+		if (e)
+			return e;
+		lblk += ex.e_len;
+		pblk += ex.e_len;
+		len -= ex.e_len;
+	}
+	return 0;
+}
+
+/* Mark [lblk, lblk+len) written, splitting unwritten extents around it. */
+static errcode_t extent_mark_written(ext2_extent_handle_t h, blk64_t lblk, blk64_t len)
+{
+	blk64_t end = lblk + len;
+
+	while (lblk < end) {
+		struct ext2fs_extent cur, piece;
+		errcode_t e = ext2fs_extent_goto2(h, 0, lblk);
+		blk64_t cend, stop;
+
+		if (!e)
+			e = ext2fs_extent_get(h, EXT2_EXTENT_CURRENT, &cur);
+		if (e)
+			return e;
+		cend = cur.e_lblk + cur.e_len;
+		stop = cend < end ? cend : end;
+		if (!(cur.e_flags & EXT2_EXTENT_FLAGS_UNINIT)) {
+			lblk = stop;
+			continue;
+		}
+		if (cur.e_lblk < lblk) {
+			/* keep the unwritten head, then the written middle after it */
+			piece = cur;
+			piece.e_len = (__u32)(lblk - cur.e_lblk);
+			e = ext2fs_extent_replace(h, 0, &piece);
+			piece.e_pblk = cur.e_pblk + (lblk - cur.e_lblk);
+			piece.e_lblk = lblk;
+			piece.e_len = (__u32)(stop - lblk);
+			piece.e_flags = 0;
+			if (!e)
+				e = ext2fs_extent_insert(h, EXT2_EXTENT_INSERT_AFTER, &piece);
+		} else {
+			piece = cur;
+			piece.e_len = (__u32)(stop - cur.e_lblk);
+			piece.e_flags = 0;
+			e = ext2fs_extent_replace(h, 0, &piece);
+		}
+		if (!e && stop < cend) {
+			piece.e_pblk = cur.e_pblk + (stop - cur.e_lblk);
+			piece.e_lblk = stop;
+			piece.e_len = (__u32)(cend - stop);
+			piece.e_flags = EXT2_EXTENT_FLAGS_UNINIT;
+			e = ext2fs_extent_insert(h, EXT2_EXTENT_INSERT_AFTER, &piece);
+		}
+		if (!e)
+			e = ext2fs_extent_fix_parents(h);
+		if (e)
+			return e;
+		lblk = stop;
+	}
+	return 0;
+}
+
+static errcode_t commit_extents(struct fs *fs, struct knode *k, const struct io_map *m)
+{
+	ext2_extent_handle_t h;
+	errcode_t e = ext2fs_extent_open2(fs->e2, k->ino, EI(k), &h);
+
+	for (unsigned i = 0; i < m->n && !e; i++) {
+		const struct io_seg *s = &m->seg[i];
+
+		if (s->fresh) {
+			e = extent_insert_range(h, s->fblk, s->pblk, s->nblk, false);
+			if (!e)
+				e = ext2fs_iblk_add_blocks(fs->e2, EI(k), s->nblk);
+		} else if (s->unwritten) {
+			e = extent_mark_written(h, s->fblk, s->nblk);
+		}
+	}
+	if (h)
+		ext2fs_extent_free(h);
+	return e;
+}
+
+static errcode_t commit_indirect(struct fs *fs, struct knode *k, const struct io_map *m)
+{
+	for (unsigned i = 0; i < m->n; i++) {
+		const struct io_seg *s = &m->seg[i];
+
+		for (uint32_t j = 0; s->fresh && j < s->nblk; j++) {
+			blk64_t p = s->pblk + j;
+			errcode_t e = ext2fs_bmap2(fs->e2, k->ino, EI(k), NULL, BMAP_SET,
+						   s->fblk + j, NULL, &p);
+
+			if (!e)
+				e = ext2fs_iblk_add_blocks(fs->e2, EI(k), 1);
+			if (e)
+				return e;
+		}
+	}
+	return 0;
+}
+
+int fs_write_commit(struct fs *fs, struct fs_dio *d, int err)
+{
+	struct knode *k = d->knode;
+	errcode_t e = 0;
+	int r = 0;
+
+	pthread_mutex_lock(&fs->lock);
+	if (err) {
+		release_fresh(fs, d->map);
+	} else if (d->needs_commit) {
+		/* the data is on the device: now it may become reachable */
+		e = is_extent_file(k) ? commit_extents(fs, k, d->map) : commit_indirect(fs, k, d->map);
+		if (e) {
+			r = fs_errno(e);
+			fs->errors = fs->errors || r == -EIO;
+		}
+		if (!r && d->new_size > kn_size(k))
+			kn_set_size(fs, k, d->new_size);
+		k->dirty = true;
+		if (!r)
+			r = kn_write(fs, k);
+	}
+	pthread_mutex_unlock(&fs->lock);
+	fs_dio_free(d);
+	return r;
+}
+
+/* ---- truncate, fallocate, seek ---- */
+
+int map_truncate(struct fs *fs, struct knode *k, uint64_t size)
+{
+	uint64_t first_free = (size + fs->bs - 1) / fs->bs;
+	errcode_t e = 0;
+
+	if (ext2fs_inode_has_valid_blocks2(fs->e2, EI(k)) &&
+	    size <= kn_size(k))
+		e = ext2fs_punch(fs->e2, k->ino, EI(k), NULL, first_free, ~0ULL);
+	if (e)
+		return fs_errno(e);
+	kn_set_size(fs, k, size);
+	return 0;
+}
+
+static int punch_blocks(struct fs *fs, struct knode *k, uint64_t b0, uint64_t b1)
+{
+	errcode_t e;
+
+	if (b0 >= b1)
+		return 0;
+	map_quiesce_reads(fs, k);
+	e = ext2fs_punch(fs->e2, k->ino, EI(k), NULL, b0, b1 - 1);
+	return fs_errno(e);
+}
+
+static int preallocate(struct fs *fs, struct knode *k, uint64_t b0, uint64_t b1,
+		       const struct fs_cred *cr)
+{
+	struct io_map *m;
+	uint64_t holes = 0;
+	errcode_t e;
+	int r;
+
+	if (b0 >= b1)
+		return 0;
+	r = map_blocks(fs, k, b0, b1, &m);
+	if (r)
+		return r;
+	for (unsigned i = 0; i < m->n; i++)
+		holes += m->seg[i].hole ? m->seg[i].nblk : 0;
+	free(m);
+	if (holes > free_blocks_for(fs, cr))
+		return -ENOSPC;
+	e = ext2fs_fallocate(fs->e2, EXT2_FALLOCATE_FORCE_UNINIT, k->ino, EI(k), ~0ULL, b0, b1 - b0);
+	return e == EXT2_ET_BLOCK_ALLOC_FAIL ? -ENOSPC : fs_errno(e);
+}
+
+int fs_fallocate(struct fs *fs, ino_t ino, int mode, uint64_t off, uint64_t len,
+		 const struct fs_cred *cr)
+{
+	const int known = FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE;
+	uint64_t bs, end = off + len;
+	struct knode *k;
+	int r;
+
+	if (mode & ~known)
+		return -EOPNOTSUPP;
+	if ((mode & FALLOC_FL_PUNCH_HOLE) && (!(mode & FALLOC_FL_KEEP_SIZE) || (mode & FALLOC_FL_ZERO_RANGE)))
+		return -EOPNOTSUPP;
+	if (fs->ro)
+		return -EROFS;
+	pthread_mutex_lock(&fs->lock);
+	r = get_regular(fs, ino, &k);
+	if (r)
+		goto out;
+	bs = fs->bs;
+	if (!is_extent_file(k))
+		r = -EOPNOTSUPP;
+	else if (end > fs_max_size(fs, k))
+		r = -EFBIG;
+	else if (mode & FALLOC_FL_PUNCH_HOLE)
+		r = punch_blocks(fs, k, (off + bs - 1) / bs, end / bs);
+	else if (mode & FALLOC_FL_ZERO_RANGE) {
+		/* whole blocks become unwritten; the caller zeroed the edges */
+		r = punch_blocks(fs, k, (off + bs - 1) / bs, end / bs);
+		if (!r)
+			r = preallocate(fs, k, (off + bs - 1) / bs, end / bs, cr);
+	} else {
+		r = preallocate(fs, k, off / bs, (end + bs - 1) / bs, cr);
+	}
+	if (!r && !(mode & FALLOC_FL_KEEP_SIZE) && end > kn_size(k))
+		kn_set_size(fs, k, end);
+	if (!r) {
+		if (mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE) || k->dirty)
+			kn_touch(fs, k, true, true, false);
+		k->dirty = true;
+		r = kn_write(fs, k);
+	}
+	kn_put(fs, k);
+out:
+	pthread_mutex_unlock(&fs->lock);
+	return r;
+}
+
+int fs_lseek(struct fs *fs, ino_t ino, off_t off, int whence, off_t *out)
+{
+	struct knode *k;
+	struct io_map *m = NULL;
+	uint64_t size, bs = fs->bs;
+	int r;
+
+	if (whence != SEEK_DATA && whence != SEEK_HOLE)
+		return -EINVAL;
+	pthread_mutex_lock(&fs->lock);
+	r = get_regular(fs, ino, &k);
+	if (r)
+		goto out;
+	size = kn_size(k);
+	if (off < 0 || (uint64_t)off >= size) {
+		r = -ENXIO;
+	} else {
+		r = map_blocks(fs, k, (uint64_t)off / bs, (size + bs - 1) / bs, &m);
+		*out = whence == SEEK_HOLE ? (off_t)size : -1;
+		for (unsigned i = 0; !r && i < m->n; i++) {
+			/* unwritten extents read as zeros: holes, as the kernel reports them */
+			bool data = !m->seg[i].zero;
+			uint64_t at = m->seg[i].fblk * bs;
+
+			if (data == (whence == SEEK_DATA)) {
+				*out = (off_t)(at > (uint64_t)off ? at : (uint64_t)off);
+				if ((uint64_t)*out > size)
+					*out = whence == SEEK_HOLE ? (off_t)size : -1;
+				break;
+			}
+		}
+		if (!r && *out < 0)
+			r = -ENXIO;
+		free(m);
+	}
+	kn_put(fs, k);
+out:
+	pthread_mutex_unlock(&fs->lock);
+	return r;
+}

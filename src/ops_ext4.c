@@ -1,0 +1,935 @@
+/* The FUSE front of filesystem mode: decode, call fs and io, reply. Data
+ * requests never wait for the device: reads reply from the completion path;
+ * writes take their block range in the file's range lock, map (allocating
+ * holes), write, and hand the metadata follow-up to a worker. */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <linux/falloc.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/uio.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include "fs.h"
+#include "io.h"
+#include "ops.h"
+#include "stats.h"
+#include "util.h"
+#include "workq.h"
+
+#define TIMEOUT 86400.0   /* kaiofs is the volume's only writer */
+
+/* The kernel calls the root 1; ext2/3/4 calls it 2 (1 holds bad blocks). */
+#define FS_ROOT_INO 2
+
+static fuse_ino_t to_fs(fuse_ino_t ino)
+{
+	return ino == FUSE_ROOT_ID ? FS_ROOT_INO : ino;
+}
+
+static fuse_ino_t to_fuse(ino_t ino)
+{
+	return ino == FS_ROOT_INO ? FUSE_ROOT_ID : (fuse_ino_t)ino;
+}
+
+static struct ext4_front *front(fuse_req_t req)
+{
+	return fuse_req_userdata(req);
+}
+
+static struct fs_cred cred_of(fuse_req_t req)
+{
+	const struct fuse_ctx *c = fuse_req_ctx(req);
+	struct fs_cred cr = { .uid = c->uid, .gid = c->gid, .umask = c->umask };
+
+	return cr;
+}
+
+static void count(enum fuse_op op)
+{
+	STAT_ADD(fuse_requests[op], 1);
+}
+
+void ext4_front_init(struct ext4_front *f, struct fs *fs, struct io_dev *io, struct workq *wq,
+		     const struct conn_tuning *tuning)
+{
+	memset(f, 0, sizeof(*f));
+	f->fs = fs;
+	f->io = io;
+	f->wq = wq;
+	f->tuning = *tuning;
+	f->bs = fs_block_size(fs);
+	pthread_mutex_init(&f->mu, NULL);
+	pthread_cond_init(&f->idle, NULL);
+}
+
+static void busy_inc(struct ext4_front *f)
+{
+	pthread_mutex_lock(&f->mu);
+	f->busy++;
+	pthread_mutex_unlock(&f->mu);
+}
+
+static void busy_dec(struct ext4_front *f)
+{
+	pthread_mutex_lock(&f->mu);
+	if (--f->busy == 0)
+		pthread_cond_broadcast(&f->idle);
+	pthread_mutex_unlock(&f->mu);
+}
+
+void ext4_front_drain(struct ext4_front *f)
+{
+	pthread_mutex_lock(&f->mu);
+	while (f->busy)
+		pthread_cond_wait(&f->idle, &f->mu);
+	pthread_mutex_unlock(&f->mu);
+}
+
+static void e4_init(void *userdata, struct fuse_conn_info *conn)
+{
+	struct ext4_front *f = userdata;
+
+	conn_apply(conn, &f->tuning);
+}
+
+static void reply_entry(fuse_req_t req, int r, const struct stat *st)
+{
+	struct fuse_entry_param e = {
+		.attr_timeout = TIMEOUT, .entry_timeout = TIMEOUT,
+	};
+
+	if (r == -ENOENT) {
+		/* a negative entry the kernel may cache */
+		fuse_reply_entry(req, &e);
+		return;
+	}
+	if (r) {
+		fuse_reply_err(req, -r);
+		return;
+	}
+	e.ino = to_fuse(st->st_ino);
+	e.attr = *st;
+	fuse_reply_entry(req, &e);
+}
+
+static void reply_attr(fuse_req_t req, int r, const struct stat *st)
+{
+	if (r)
+		fuse_reply_err(req, -r);
+	else
+		fuse_reply_attr(req, st, TIMEOUT);
+}
+
+/* ---- names ---- */
+
+static void e4_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct stat st;
+
+	count(FOP_LOOKUP);
+	reply_entry(req, fs_lookup(front(req)->fs, to_fs(parent), name, &st), &st);
+}
+
+static void e4_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
+{
+	count(FOP_FORGET);
+	fs_forget(front(req)->fs, to_fs(ino), nlookup);
+	fuse_reply_none(req);
+}
+
+static void e4_forget_multi(fuse_req_t req, size_t count_, struct fuse_forget_data *list)
+{
+	count(FOP_FORGET);
+	for (size_t i = 0; i < count_; i++)
+		fs_forget(front(req)->fs, to_fs(list[i].ino), list[i].nlookup);
+	fuse_reply_none(req);
+}
+
+static void e4_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct stat st;
+
+	(void)fi;
+	count(FOP_GETATTR);
+	reply_attr(req, fs_getattr(front(req)->fs, to_fs(ino), &st), &st);
+}
+
+static void e4_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev)
+{
+	struct fs_cred cr = cred_of(req);
+	struct stat st;
+
+	count(FOP_OTHER);
+	reply_entry(req, fs_mknod(front(req)->fs, to_fs(parent), name, mode, rdev, &cr, &st) ?: 0, &st);
+}
+
+static void reply_created(fuse_req_t req, int r, const struct stat *st)
+{
+	/* ENOENT from a creation is an error, not a negative entry */
+	if (r == -ENOENT)
+		fuse_reply_err(req, ENOENT);
+	else
+		reply_entry(req, r, st);
+}
+
+static void e4_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
+{
+	struct fs_cred cr = cred_of(req);
+	struct stat st;
+
+	count(FOP_OTHER);
+	reply_created(req, fs_mkdir(front(req)->fs, to_fs(parent), name, mode, &cr, &st), &st);
+}
+
+static void e4_symlink(fuse_req_t req, const char *target, fuse_ino_t parent, const char *name)
+{
+	struct fs_cred cr = cred_of(req);
+	struct stat st;
+
+	count(FOP_OTHER);
+	reply_created(req, fs_symlink(front(req)->fs, to_fs(parent), name, target, &cr, &st), &st);
+}
+
+static void e4_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
+{
+	struct stat st;
+
+	count(FOP_OTHER);
+	reply_created(req, fs_link(front(req)->fs, to_fs(ino), to_fs(newparent), newname, &st), &st);
+}
+
+static void e4_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	count(FOP_OTHER);
+	fuse_reply_err(req, -fs_unlink(front(req)->fs, to_fs(parent), name));
+}
+
+static void e4_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	count(FOP_OTHER);
+	fuse_reply_err(req, -fs_rmdir(front(req)->fs, to_fs(parent), name));
+}
+
+static void e4_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
+		      const char *newname, unsigned int flags)
+{
+	count(FOP_OTHER);
+	fuse_reply_err(req, -fs_rename(front(req)->fs, to_fs(parent), name, to_fs(newparent), newname, flags));
+}
+
+static void e4_readlink(fuse_req_t req, fuse_ino_t ino)
+{
+	char buf[PATH_MAX + 1];
+	ssize_t r;
+
+	count(FOP_OTHER);
+	r = fs_readlink(front(req)->fs, to_fs(ino), buf, sizeof(buf));
+	if (r < 0)
+		fuse_reply_err(req, (int)-r);
+	else
+		fuse_reply_readlink(req, buf);
+}
+
+static void e4_statfs(fuse_req_t req, fuse_ino_t ino)
+{
+	struct fs_cred cr = cred_of(req);
+	struct statvfs sv;
+
+	(void)ino;
+	count(FOP_STATFS);
+	fs_statfs(front(req)->fs, &cr, &sv);
+	fuse_reply_statfs(req, &sv);
+}
+
+/* ---- waiting for a range, and writing zeros, for truncate and fallocate ---- */
+
+struct waiter {
+	struct rl_entry lock;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	bool done;
+	int err;
+};
+
+static void waiter_init(struct waiter *w)
+{
+	memset(w, 0, sizeof(*w));
+	pthread_mutex_init(&w->mu, NULL);
+	pthread_cond_init(&w->cv, NULL);
+}
+
+static void waiter_signal(struct waiter *w, int err)
+{
+	pthread_mutex_lock(&w->mu);
+	w->done = true;
+	w->err = err;
+	pthread_cond_signal(&w->cv);
+	pthread_mutex_unlock(&w->mu);
+}
+
+static int waiter_wait(struct waiter *w)
+{
+	pthread_mutex_lock(&w->mu);
+	while (!w->done)
+		pthread_cond_wait(&w->cv, &w->mu);
+	w->done = false;
+	pthread_mutex_unlock(&w->mu);
+	return w->err;
+}
+
+static void waiter_granted(struct rl_entry *e)
+{
+	waiter_signal((struct waiter *)((char *)e - offsetof(struct waiter, lock)), 0);
+}
+
+/* Block until [start, end) of the file's range lock is ours. */
+static void lock_range(struct rangelock *rl, struct waiter *w, uint64_t start, uint64_t end)
+{
+	w->lock.start = start;
+	w->lock.end = end;
+	w->lock.grant = waiter_granted;
+	if (!rangelock_acquire(rl, &w->lock))
+		waiter_wait(w);
+}
+
+static void zero_written(void *ctx, int err, size_t len)
+{
+	(void)len;
+	waiter_signal(ctx, err);
+}
+
+/* Write zeros over [off, off+len) where the file has data blocks (holes and
+ * unwritten blocks already read as zeros); waits for the device. */
+static int zero_existing(struct ext4_front *f, fuse_ino_t ino, uint64_t off, size_t len,
+			 struct waiter *w)
+{
+	struct fs_dio d;
+	struct io_wop *op;
+	char *zeros;
+	bool any = false;
+	int r;
+
+	if (len == 0)
+		return 0;
+	r = fs_map_existing(f->fs, to_fs(ino), off, len, &d);
+	if (r)
+		return r;
+	for (unsigned i = 0; i < d.map->n; i++)
+		any |= !d.map->seg[i].zero;
+	if (!any) {
+		fs_dio_free(&d);
+		return 0;
+	}
+	zeros = calloc(1, len);
+	op = zeros ? io_wop_new(f->io, off, zeros, len, f->bs) : NULL;
+	free(zeros);
+	if (!op) {
+		fs_dio_free(&d);
+		return -ENOMEM;
+	}
+	io_wop_start(op, d.map, 0, zero_written, w);
+	r = -waiter_wait(w);
+	fs_dio_free(&d);
+	return r;
+}
+
+/* Zero the partial blocks at the edges of [off, end). */
+static int zero_edges(struct ext4_front *f, fuse_ino_t ino, uint64_t off, uint64_t end,
+		      struct waiter *w)
+{
+	uint64_t bs = f->bs, head_end = round_up(off, bs), tail_start = round_down(end, bs);
+	int r;
+
+	if (head_end >= end) /* within one block */
+		return zero_existing(f, ino, off, (size_t)(end - off), w);
+	r = zero_existing(f, ino, off, (size_t)(head_end - off), w);
+	if (!r && tail_start > off)
+		r = zero_existing(f, ino, tail_start, (size_t)(end - tail_start), w);
+	return r;
+}
+
+static int do_truncate(struct ext4_front *f, fuse_ino_t ino, uint64_t size)
+{
+	struct rangelock *rl = fs_file_lock(f->fs, to_fs(ino));
+	struct waiter w;
+	struct stat st;
+	int r;
+
+	if (!rl)
+		return -ENOENT;
+	waiter_init(&w);
+	lock_range(rl, &w, 0, UINT64_MAX);
+	r = fs_getattr(f->fs, to_fs(ino), &st);
+	/* bytes past the new end in its last block must read as zeros later */
+	if (!r && S_ISREG(st.st_mode) && size < (uint64_t)st.st_size && size % f->bs)
+		r = zero_existing(f, ino, size,
+				  (size_t)(round_up(size, f->bs) < (uint64_t)st.st_size
+					   ? round_up(size, f->bs) - size : (uint64_t)st.st_size - size), &w);
+	if (!r)
+		r = fs_truncate(f->fs, to_fs(ino), size);
+	rangelock_release(rl, &w.lock);
+	return r;
+}
+
+static void e4_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
+		       struct fuse_file_info *fi)
+{
+	struct ext4_front *f = front(req);
+	struct stat st;
+	int r = 0;
+
+	(void)fi;
+	count(FOP_SETATTR);
+	if (to_set & FUSE_SET_ATTR_SIZE) {
+		if (attr->st_size < 0)
+			r = -EINVAL;
+		else
+			r = do_truncate(f, ino, (uint64_t)attr->st_size);
+	}
+	if (!r)
+		r = fs_setattr(f->fs, to_fs(ino), attr, to_set & ~FUSE_SET_ATTR_SIZE, &st);
+	reply_attr(req, r, &st);
+}
+
+static void e4_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len,
+			 struct fuse_file_info *fi)
+{
+	struct ext4_front *f = front(req);
+	struct fs_cred cr = cred_of(req);
+	struct rangelock *rl;
+	struct waiter w;
+	uint64_t end;
+	int r = 0;
+
+	(void)fi;
+	count(FOP_OTHER);
+	if (off < 0 || len <= 0) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	end = (uint64_t)off + (uint64_t)len;
+	rl = fs_file_lock(f->fs, to_fs(ino));
+	if (!rl) {
+		fuse_reply_err(req, EBADF);
+		return;
+	}
+	waiter_init(&w);
+	lock_range(rl, &w, round_down((uint64_t)off, f->bs), round_up(end, f->bs));
+	if (mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE)) {
+		struct stat st;
+
+		/* only bytes inside the file need zeroing */
+		r = fs_getattr(f->fs, to_fs(ino), &st);
+		if (!r && (uint64_t)off < (uint64_t)st.st_size && (mode & ~(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE)) == 0 &&
+		    !((mode & FALLOC_FL_PUNCH_HOLE) && !(mode & FALLOC_FL_KEEP_SIZE)))
+			r = zero_edges(f, ino, (uint64_t)off,
+				       end < (uint64_t)st.st_size ? end : (uint64_t)st.st_size, &w);
+	}
+	if (!r)
+		r = fs_fallocate(f->fs, to_fs(ino), mode, (uint64_t)off, (uint64_t)len, &cr);
+	rangelock_release(rl, &w.lock);
+	fuse_reply_err(req, -r);
+}
+
+static void e4_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
+		     struct fuse_file_info *fi)
+{
+	off_t out;
+	int r;
+
+	(void)fi;
+	count(FOP_OTHER);
+	r = fs_lseek(front(req)->fs, to_fs(ino), off, whence, &out);
+	if (r)
+		fuse_reply_err(req, -r);
+	else
+		fuse_reply_lseek(req, out);
+}
+
+/* ---- open files ---- */
+
+static int open_flags_to_rwf(int flags)
+{
+	/* O_SYNC carries the O_DSYNC bit too */
+	return (flags & O_SYNC) == O_SYNC ? RWF_SYNC : (flags & O_DSYNC) ? RWF_DSYNC : 0;
+}
+
+static void e4_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	int r;
+
+	count(FOP_OPEN);
+	r = fs_open(front(req)->fs, to_fs(ino), fi->flags);
+	if (r) {
+		fuse_reply_err(req, -r);
+		return;
+	}
+	fi->direct_io = 1;
+	fi->fh = (uint64_t)open_flags_to_rwf(fi->flags);
+	if (fuse_reply_open(req, fi) == -ENOENT)
+		fs_release(front(req)->fs, to_fs(ino)); /* the open was interrupted */
+}
+
+static void e4_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+		      struct fuse_file_info *fi)
+{
+	struct ext4_front *f = front(req);
+	struct fs_cred cr = cred_of(req);
+	struct fuse_entry_param e = { .attr_timeout = TIMEOUT, .entry_timeout = TIMEOUT };
+	int r;
+
+	count(FOP_OPEN);
+	r = fs_mknod(f->fs, to_fs(parent), name, S_IFREG | (mode & 07777), 0, &cr, &e.attr);
+	if (r == -EEXIST && !(fi->flags & O_EXCL))
+		r = fs_lookup(f->fs, to_fs(parent), name, &e.attr);
+	if (!r && S_ISDIR(e.attr.st_mode)) {
+		fs_forget(f->fs, e.attr.st_ino, 1);
+		r = -EISDIR;
+	}
+	if (!r) {
+		r = fs_open(f->fs, e.attr.st_ino, fi->flags);
+		if (r)
+			fs_forget(f->fs, e.attr.st_ino, 1);
+	}
+	if (r) {
+		fuse_reply_err(req, -r);
+		return;
+	}
+	e.ino = to_fuse(e.attr.st_ino);
+	fi->direct_io = 1;
+	fi->fh = (uint64_t)open_flags_to_rwf(fi->flags);
+	if (fuse_reply_create(req, &e, fi) == -ENOENT)
+		fs_release(f->fs, e.attr.st_ino);
+}
+
+static void e4_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	(void)ino;
+	(void)fi;
+	count(FOP_FLUSH);
+	fuse_reply_err(req, 0);
+}
+
+static void e4_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	(void)fi;
+	count(FOP_RELEASE);
+	fs_release(front(req)->fs, to_fs(ino));
+	fuse_reply_err(req, 0);
+}
+
+/* A data request waiting for its completion. */
+struct pending {
+	fuse_req_t req;
+	struct ext4_front *f;
+	uint64_t t0;
+	enum io_kind kind;
+	struct fs_dio dio;
+};
+
+static struct pending *pending_new(fuse_req_t req, enum io_kind kind)
+{
+	struct pending *p = calloc(1, sizeof(*p));
+
+	if (p) {
+		p->req = req;
+		p->f = front(req);
+		p->t0 = now_ns();
+		p->kind = kind;
+		busy_inc(p->f);
+	}
+	return p;
+}
+
+static void pending_end(struct pending *p)
+{
+	histo_add(&kstats.request_lat[p->kind], now_ns() - p->t0);
+	busy_dec(p->f);
+	free(p);
+}
+
+static void flush_done(void *ctx, int err, size_t len)
+{
+	struct pending *p = ctx;
+
+	(void)len;
+	fuse_reply_err(p->req, err);
+	pending_end(p);
+}
+
+static void sync_and_flush(fuse_req_t req, fuse_ino_t ino, int datasync)
+{
+	struct ext4_front *f = front(req);
+	struct pending *p;
+	int r = fs_sync_inode(f->fs, to_fs(ino), datasync != 0);
+
+	if (r || fs_readonly(f->fs)) {
+		fuse_reply_err(req, -r);
+		return;
+	}
+	p = pending_new(req, IOK_FSYNC);
+	if (!p) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	io_flush(f->io, datasync != 0, flush_done, p);
+}
+
+static void e4_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+{
+	(void)fi;
+	count(FOP_FSYNC);
+	sync_and_flush(req, ino, datasync);
+}
+
+static void e4_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+{
+	(void)fi;
+	count(FOP_FSYNC);
+	sync_and_flush(req, ino, datasync);
+}
+
+/* ---- read ---- */
+
+static void read_reply(void *ctx, int err, const char *data, size_t len)
+{
+	struct pending *p = ctx;
+
+	fs_read_done(p->f->fs, &p->dio);
+	if (err) {
+		fuse_reply_err(p->req, err);
+	} else {
+		STAT_ADD(bytes_read, len);
+		fuse_reply_buf(p->req, data, len);
+	}
+	pending_end(p);
+}
+
+static void e4_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		    struct fuse_file_info *fi)
+{
+	struct ext4_front *f = front(req);
+	struct pending *p;
+	int r;
+
+	(void)fi;
+	count(FOP_READ);
+	if (off < 0) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	if (size > io_max_len(f->io))
+		size = io_max_len(f->io);
+	p = pending_new(req, IOK_READ);
+	if (!p) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	r = fs_map_read(f->fs, to_fs(ino), (uint64_t)off, size, &p->dio);
+	if (r || p->dio.len == 0) {
+		if (r)
+			fuse_reply_err(req, -r);
+		else
+			fuse_reply_buf(req, NULL, 0);
+		fs_read_done(f->fs, &p->dio);
+		pending_end(p);
+		return;
+	}
+	io_map_read(f->io, p->dio.map, (uint64_t)off, p->dio.len, read_reply, p);
+}
+
+/* ---- write ---- */
+
+struct wreq {
+	struct pending p;           /* first: pending_end frees the wreq */
+	struct work work;
+	struct rl_entry lock;
+	struct rangelock *rl;
+	struct io_wop *wop;
+	struct fs_cred cr;
+	fuse_ino_t ino;
+	uint64_t off;
+	size_t len;
+	int rw_flags;
+	int err;
+	size_t wrote;
+};
+
+static void write_finish(struct wreq *w)
+{
+	rangelock_release(w->rl, &w->lock);
+	if (w->err) {
+		fuse_reply_err(w->p.req, w->err);
+	} else {
+		STAT_ADD(bytes_written, w->wrote);
+		fuse_reply_write(w->p.req, w->wrote);
+	}
+	pending_end(&w->p);
+}
+
+static void write_commit(struct work *wk)
+{
+	struct wreq *w = (struct wreq *)((char *)wk - offsetof(struct wreq, work));
+	int r = fs_write_commit(w->p.f->fs, &w->p.dio, w->err);
+
+	if (!w->err && r)
+		w->err = -r;
+	write_finish(w);
+}
+
+/* Called when the device writes are done (a reaper thread). */
+static void write_written(void *ctx, int err, size_t len)
+{
+	struct wreq *w = ctx;
+
+	w->err = err;
+	w->wrote = len;
+	if (w->p.dio.needs_commit) {
+		/* metadata follow-up belongs to a worker, never the reaper */
+		w->work.fn = write_commit;
+		workq_push(w->p.f->wq, &w->work);
+		return;
+	}
+	fs_dio_free(&w->p.dio);
+	write_finish(w);
+}
+
+/* The block range is ours: map it, allocating holes, and write. */
+static void write_locked(struct wreq *w)
+{
+	struct ext4_front *f = w->p.f;
+	int r = fs_map_write(f->fs, w->ino, w->off, w->len, &w->cr, &w->p.dio);
+
+	if (r) {
+		io_wop_cancel(w->wop);
+		w->err = -r;
+		write_finish(w);
+		return;
+	}
+	io_wop_start(w->wop, w->p.dio.map, w->rw_flags, write_written, w);
+}
+
+static void write_locked_work(struct work *wk)
+{
+	write_locked((struct wreq *)((char *)wk - offsetof(struct wreq, work)));
+}
+
+/* A grant may come on a reaper thread: continue on a worker. */
+static void write_granted(struct rl_entry *e)
+{
+	struct wreq *w = (struct wreq *)((char *)e - offsetof(struct wreq, lock));
+
+	w->work.fn = write_locked_work;
+	workq_push(w->p.f->wq, &w->work);
+}
+
+static void e4_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
+		     struct fuse_file_info *fi)
+{
+	struct ext4_front *f = front(req);
+	struct wreq *w;
+
+	count(FOP_WRITE);
+	if (off < 0) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	if (size == 0) {
+		fuse_reply_write(req, 0);
+		return;
+	}
+	if (size > io_max_len(f->io))
+		size = io_max_len(f->io);
+	w = calloc(1, sizeof(*w));
+	if (!w) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	w->p.req = req;
+	w->p.f = f;
+	w->p.t0 = now_ns();
+	w->p.kind = IOK_WRITE;
+	busy_inc(f);
+	w->ino = to_fs(ino);
+	w->off = (uint64_t)off;
+	w->len = size;
+	w->cr = cred_of(req);
+	w->rw_flags = (int)fi->fh;
+	w->rl = fs_file_lock(f->fs, to_fs(ino));
+	w->wop = w->rl ? io_wop_new(f->io, w->off, buf, size, f->bs) : NULL;
+	if (!w->wop) {
+		fuse_reply_err(req, w->rl ? ENOMEM : EBADF);
+		pending_end(&w->p);
+		return;
+	}
+	w->lock.start = round_down(w->off, f->bs);
+	w->lock.end = round_up(w->off + size, f->bs);
+	w->lock.grant = write_granted;
+	if (rangelock_acquire(w->rl, &w->lock))
+		write_locked(w);
+	else
+		STAT_ADD(lock_waits, 1);
+}
+
+/* ---- directories ---- */
+
+struct dirbuf {
+	fuse_req_t req;
+	char *buf;
+	size_t size, used;
+};
+
+static int fill_entry(void *ctx, const char *name, size_t namelen, ino_t ino, mode_t type,
+		      off_t next)
+{
+	struct dirbuf *d = ctx;
+	struct stat st = { .st_ino = ino, .st_mode = type };
+	char nm[256];
+	size_t n;
+
+	memcpy(nm, name, namelen);
+	nm[namelen] = 0;
+	n = fuse_add_direntry(d->req, d->buf + d->used, d->size - d->used, nm, &st, next);
+	if (n > d->size - d->used)
+		return 1;
+	d->used += n;
+	return 0;
+}
+
+static void e4_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct stat st;
+	int r;
+
+	count(FOP_OPENDIR);
+	r = fs_getattr(front(req)->fs, to_fs(ino), &st);
+	if (!r && !S_ISDIR(st.st_mode))
+		r = -ENOTDIR;
+	if (r)
+		fuse_reply_err(req, -r);
+	else
+		fuse_reply_open(req, fi);
+}
+
+static void e4_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		       struct fuse_file_info *fi)
+{
+	struct dirbuf d = { .req = req, .size = size };
+	int r;
+
+	(void)fi;
+	count(FOP_READDIR);
+	d.buf = malloc(size ? size : 1);
+	if (!d.buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	r = fs_readdir(front(req)->fs, to_fs(ino), off, fill_entry, &d);
+	if (r)
+		fuse_reply_err(req, -r);
+	else
+		fuse_reply_buf(req, d.buf, d.used);
+	free(d.buf);
+}
+
+static void e4_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	(void)ino;
+	(void)fi;
+	count(FOP_RELEASEDIR);
+	fuse_reply_err(req, 0);
+}
+
+/* ---- extended attributes ---- */
+
+static void reply_sized(fuse_req_t req, ssize_t r, size_t size, const void *buf)
+{
+	if (r < 0)
+		fuse_reply_err(req, (int)-r);
+	else if (size == 0)
+		fuse_reply_xattr(req, (size_t)r);
+	else
+		fuse_reply_buf(req, buf, (size_t)r);
+}
+
+static void e4_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
+{
+	char *buf = size ? malloc(size) : NULL;
+	ssize_t r;
+
+	count(FOP_OTHER);
+	if (size && !buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	r = fs_getxattr(front(req)->fs, to_fs(ino), name, buf, size);
+	reply_sized(req, r, size, buf);
+	free(buf);
+}
+
+static void e4_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+{
+	char *buf = size ? malloc(size) : NULL;
+	ssize_t r;
+
+	count(FOP_OTHER);
+	if (size && !buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	r = fs_listxattr(front(req)->fs, to_fs(ino), buf, size);
+	reply_sized(req, r, size, buf);
+	free(buf);
+}
+
+static void e4_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
+			size_t size, int flags)
+{
+	count(FOP_OTHER);
+	fuse_reply_err(req, -fs_setxattr(front(req)->fs, to_fs(ino), name, value, size, flags));
+}
+
+static void e4_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
+{
+	count(FOP_OTHER);
+	fuse_reply_err(req, -fs_removexattr(front(req)->fs, to_fs(ino), name));
+}
+
+const struct fuse_lowlevel_ops ext4_ops = {
+	.init = e4_init,
+	.lookup = e4_lookup,
+	.forget = e4_forget,
+	.forget_multi = e4_forget_multi,
+	.getattr = e4_getattr,
+	.setattr = e4_setattr,
+	.readlink = e4_readlink,
+	.mknod = e4_mknod,
+	.mkdir = e4_mkdir,
+	.unlink = e4_unlink,
+	.rmdir = e4_rmdir,
+	.symlink = e4_symlink,
+	.rename = e4_rename,
+	.link = e4_link,
+	.open = e4_open,
+	.read = e4_read,
+	.write = e4_write,
+	.flush = e4_flush,
+	.release = e4_release,
+	.fsync = e4_fsync,
+	.opendir = e4_opendir,
+	.readdir = e4_readdir,
+	.releasedir = e4_releasedir,
+	.fsyncdir = e4_fsyncdir,
+	.statfs = e4_statfs,
+	.setxattr = e4_setxattr,
+	.getxattr = e4_getxattr,
+	.listxattr = e4_listxattr,
+	.removexattr = e4_removexattr,
+	.create = e4_create,
+	.fallocate = e4_fallocate,
+	.lseek = e4_lseek,
+};
