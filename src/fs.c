@@ -744,19 +744,14 @@ int fs_sync_inode(struct fs *fs, ino_t ino, bool datasync)
 {
 	struct knode *k;
 	int ret = 0;
-	errcode_t e;
 
 	(void)datasync;
 	if (fs->ro)
 		return 0;
-	WITH_INODE(fs, ino, k, {
-		ret = kn_flush(fs, k);
-		/* the allocation state that reaches the new blocks */
-		if (!ret && (fs->e2->flags & (EXT2_FLAG_BB_DIRTY | EXT2_FLAG_IB_DIRTY | EXT2_FLAG_DIRTY))) {
-			e = ext2fs_flush2(fs->e2, EXT2_FLAG_FLUSH_NO_SYNC);
-			ret = fs_errno(e);
-		}
-	});
+	/* The inode reaches the file's blocks; the bitmaps do not, and e2fsck
+	 * rebuilds them after a crash, so they wait for unmount. Directory
+	 * entries were written when they changed. */
+	WITH_INODE(fs, ino, k, ret = kn_flush(fs, k));
 	return ret;
 }
 

@@ -2,6 +2,7 @@
  * rename and readdir. libext2fs scans directories linearly; the index makes
  * a lookup one hash probe. */
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,17 +16,31 @@
 
 /* ---- the name index ---- */
 
+#define NO_POS UINT64_MAX
+
 struct dent {
 	struct dent *next;
+	uint64_t pos;            /* byte position in the directory, or NO_POS */
 	ext2_ino_t ino;
 	uint8_t type;            /* EXT2_FT_* */
 	uint8_t len;
 	char name[];
 };
 
+/* A directory block: where it is and the largest entry it can still take. */
+struct dblock {
+	blk64_t pblk;            /* 0: a hole */
+	unsigned free_max;
+};
+
 struct dirindex {
 	struct dent **b;
 	size_t nb, n;
+	struct dblock *blocks;   /* by logical block; linear directories only */
+	size_t nblocks, cap;
+	size_t hint;             /* first block that may have room */
+	bool linear;             /* no htree index: kaiofs edits blocks itself */
+	struct fs *fs;
 };
 
 static uint64_t name_hash(const char *s, size_t len)
@@ -52,6 +67,7 @@ void dirindex_free(struct dirindex *d)
 		}
 	}
 	free(d->b);
+	free(d->blocks);
 	free(d);
 }
 
@@ -85,19 +101,22 @@ static void di_grow(struct dirindex *d)
 	d->nb = nb;
 }
 
-static int di_add(struct dirindex *d, const char *name, size_t len, ext2_ino_t ino, int type)
+static int di_add(struct dirindex *d, const char *name, size_t len, ext2_ino_t ino, int type,
+		  uint64_t pos)
 {
 	struct dent **p = di_slot(d, name, len), *e;
 
 	if (*p) {
 		(*p)->ino = ino;
 		(*p)->type = (uint8_t)type;
+		(*p)->pos = pos;
 		return 0;
 	}
 	e = malloc(sizeof(*e) + len + 1);
 	if (!e)
 		return -ENOMEM;
 	e->next = NULL;
+	e->pos = pos;
 	e->ino = ino;
 	e->type = (uint8_t)type;
 	e->len = (uint8_t)len;
@@ -129,11 +148,14 @@ static struct dent *di_find(struct dirindex *d, const char *name)
 
 typedef int (*dirent_fn)(void *ctx, struct ext2_dir_entry *de, uint64_t pos,
 			 bool *changed);
+/* Called for each directory block before its entries, with its contents. */
+typedef int (*dblock_fn)(void *ctx, e2_blkcnt_t lblk, blk64_t pblk, const char *buf);
 
 struct walk {
 	struct fs *fs;
 	ext2_ino_t dir;
 	dirent_fn fn;
+	dblock_fn block_fn;
 	void *ctx;
 	char *buf;
 	int err;
@@ -153,10 +175,12 @@ static int walk_block(ext2_filsys e2, blk64_t *blk, e2_blkcnt_t blockcnt, blk64_
 	if (blockcnt < 0)
 		return 0;
 	e = ext2fs_read_dir_block4(e2, *blk, w->buf, 0, w->dir);
-	if (e && e != EXT2_ET_DIR_CSUM_INVALID) {
-		w->err = fs_errno(e);
+	if (e) {
+		w->err = e == EXT2_ET_DIR_CSUM_INVALID ? -EIO : fs_errno(e);
 		return BLOCK_ABORT;
 	}
+	if (w->block_fn && (w->err = w->block_fn(w->ctx, blockcnt, *blk, w->buf)))
+		return BLOCK_ABORT;
 	while (off < bs && !stop) {
 		struct ext2_dir_entry *de = (struct ext2_dir_entry *)(w->buf + off);
 		unsigned rec_len;
@@ -182,9 +206,10 @@ static int walk_block(ext2_filsys e2, blk64_t *blk, e2_blkcnt_t blockcnt, blk64_
 
 /* Call fn for each live entry of dir, with its byte position; fn may change
  * the entry in place (setting *changed) and returns non-zero to stop. */
-static int walk_dir(struct fs *fs, struct knode *dir, dirent_fn fn, void *ctx)
+static int walk_dir_blocks(struct fs *fs, struct knode *dir, dirent_fn fn, dblock_fn block_fn,
+			   void *ctx)
 {
-	struct walk w = { .fs = fs, .dir = dir->ino, .fn = fn, .ctx = ctx };
+	struct walk w = { .fs = fs, .dir = dir->ino, .fn = fn, .block_fn = block_fn, .ctx = ctx };
 	errcode_t e;
 	int r = kn_flush(fs, dir);
 
@@ -201,6 +226,141 @@ static int walk_dir(struct fs *fs, struct knode *dir, dirent_fn fn, void *ctx)
 	return fs_errno(e);
 }
 
+static int walk_dir(struct fs *fs, struct knode *dir, dirent_fn fn, void *ctx)
+{
+	return walk_dir_blocks(fs, dir, fn, NULL, ctx);
+}
+
+/* ---- editing directory blocks of linear directories ---- */
+
+static unsigned csum_room(struct fs *fs)
+{
+	return ext2fs_has_feature_metadata_csum(fs->e2->super) ? sizeof(struct ext2_dir_entry_tail) : 0;
+}
+
+static unsigned rec_len_of(struct fs *fs, struct ext2_dir_entry *de)
+{
+	unsigned r = 0;
+
+	ext2fs_get_rec_len(fs->e2, de, &r);
+	return r;
+}
+
+static unsigned used_len(struct ext2_dir_entry *de)
+{
+	return de->inode ? (unsigned)EXT2_DIR_REC_LEN(ext2fs_dirent_name_len(de)) : 0;
+}
+
+/* The largest entry a block can still take. */
+static unsigned block_free_max(struct fs *fs, const char *buf)
+{
+	unsigned off = 0, end = fs->bs - csum_room(fs), best = 0;
+
+	while (off < end) {
+		struct ext2_dir_entry *de = (struct ext2_dir_entry *)(buf + off);
+		unsigned rl = rec_len_of(fs, de);
+
+		if (rl < 8 || off + rl > fs->bs)
+			return 0;
+		if (rl - used_len(de) > best)
+			best = rl - used_len(de);
+		off += rl;
+	}
+	return best;
+}
+
+static void fill_dirent(struct fs *fs, struct ext2_dir_entry *de, const char *name,
+			ext2_ino_t ino, int type)
+{
+	size_t len = strlen(name);
+
+	de->inode = ino;
+	ext2fs_dirent_set_name_len(de, (int)len);
+	ext2fs_dirent_set_file_type(de, ext2fs_has_feature_filetype(fs->e2->super) ? type : 0);
+	memcpy(de->name, name, len);
+}
+
+/* Put an entry into a block with room; returns its offset or -ENOSPC. */
+static int block_insert(struct fs *fs, char *buf, const char *name, ext2_ino_t ino, int type)
+{
+	unsigned need = (unsigned)EXT2_DIR_REC_LEN(strlen(name));
+	unsigned off = 0, end = fs->bs - csum_room(fs);
+
+	while (off < end) {
+		struct ext2_dir_entry *de = (struct ext2_dir_entry *)(buf + off);
+		unsigned rl = rec_len_of(fs, de), used = used_len(de);
+
+		if (rl < 8 || off + rl > fs->bs)
+			return -EIO;
+		if (rl - used >= need) {
+			if (used) {
+				struct ext2_dir_entry *n = (struct ext2_dir_entry *)(buf + off + used);
+
+				ext2fs_set_rec_len(fs->e2, used, de);
+				ext2fs_set_rec_len(fs->e2, rl - used, n);
+				de = n;
+				off += used;
+			}
+			fill_dirent(fs, de, name, ino, type);
+			return (int)off;
+		}
+		off += rl;
+	}
+	return -ENOSPC;
+}
+
+/* Remove the entry at off, merging its space into the one before it. */
+static int block_remove(struct fs *fs, char *buf, unsigned at, const char *name)
+{
+	unsigned off = 0, prev = UINT_MAX, end = fs->bs - csum_room(fs);
+
+	while (off < end) {
+		struct ext2_dir_entry *de = (struct ext2_dir_entry *)(buf + off);
+		unsigned rl = rec_len_of(fs, de);
+
+		if (rl < 8 || off + rl > fs->bs)
+			return -EIO;
+		if (off == at) {
+			if (!de->inode || (size_t)ext2fs_dirent_name_len(de) != strlen(name) ||
+			    memcmp(de->name, name, strlen(name)))
+				return -ENOENT;
+			if (prev == UINT_MAX) {
+				de->inode = 0;
+			} else {
+				struct ext2_dir_entry *p = (struct ext2_dir_entry *)(buf + prev);
+
+				ext2fs_set_rec_len(fs->e2, rec_len_of(fs, p) + rl, p);
+			}
+			return 0;
+		}
+		prev = off;
+		off += rl;
+	}
+	return -ENOENT;
+}
+
+static int di_note_block(struct dirindex *d, size_t lblk, blk64_t pblk, unsigned free_max)
+{
+	if (lblk >= d->cap) {
+		size_t cap = d->cap ? d->cap * 2 : 16;
+		struct dblock *b;
+
+		while (cap <= lblk)
+			cap *= 2;
+		b = realloc(d->blocks, cap * sizeof(*b));
+		if (!b)
+			return -ENOMEM;
+		memset(b + d->cap, 0, (cap - d->cap) * sizeof(*b));
+		d->blocks = b;
+		d->cap = cap;
+	}
+	d->blocks[lblk].pblk = pblk;
+	d->blocks[lblk].free_max = free_max;
+	if (lblk >= d->nblocks)
+		d->nblocks = lblk + 1;
+	return 0;
+}
+
 static int index_entry(void *ctx, struct ext2_dir_entry *de, uint64_t pos, bool *changed)
 {
 	struct dirindex *d = ctx;
@@ -210,7 +370,15 @@ static int index_entry(void *ctx, struct ext2_dir_entry *de, uint64_t pos, bool 
 	(void)changed;
 	if ((len == 1 && de->name[0] == '.') || (len == 2 && de->name[0] == '.' && de->name[1] == '.'))
 		return 0;
-	return di_add(d, de->name, (size_t)len, de->inode, ext2fs_dirent_file_type(de)) ? 1 : 0;
+	return di_add(d, de->name, (size_t)len, de->inode, ext2fs_dirent_file_type(de),
+		      d->linear ? pos : NO_POS) ? 1 : 0;
+}
+
+static int index_block(void *ctx, e2_blkcnt_t lblk, blk64_t pblk, const char *buf)
+{
+	struct dirindex *d = ctx;
+
+	return d->linear ? di_note_block(d, (size_t)lblk, pblk, block_free_max(d->fs, buf)) : 0;
 }
 
 static int dir_index(struct fs *fs, struct knode *dir, struct dirindex **out)
@@ -230,7 +398,9 @@ static int dir_index(struct fs *fs, struct knode *dir, struct dirindex **out)
 		return -ENOMEM;
 	}
 	d->nb = 64;
-	r = walk_dir(fs, dir, index_entry, d);
+	d->linear = !(dir->inode.i_flags & EXT2_INDEX_FL);
+	d->fs = fs;
+	r = walk_dir_blocks(fs, dir, index_entry, index_block, d);
 	if (r) {
 		dirindex_free(d);
 		return r;
@@ -267,16 +437,14 @@ static mode_t mode_of_ftype(int t)
 	return t > 0 && t < (int)(sizeof(m) / sizeof(m[0])) ? m[t] : 0;
 }
 
-/* Add name -> ino to dir, growing the directory when it is full. */
-static int dir_add(struct fs *fs, struct knode *dir, const char *name, ext2_ino_t ino, int type)
+/* The slow path for htree directories: libext2fs keeps the index right. */
+static int dir_add_indexed(struct fs *fs, struct knode *dir, const char *name, ext2_ino_t ino,
+			   int type)
 {
-	struct dirindex *d;
 	errcode_t e;
-	int r = dir_index(fs, dir, &d);
+	int r = kn_flush(fs, dir);
 
 	if (r)
-		return r;
-	if ((r = kn_flush(fs, dir)))
 		return r;
 	e = ext2fs_link(fs->e2, dir->ino, name, ino, type);
 	if (e == EXT2_ET_DIR_NO_SPACE) {
@@ -285,29 +453,185 @@ static int dir_add(struct fs *fs, struct knode *dir, const char *name, ext2_ino_
 			e = ext2fs_link(fs->e2, dir->ino, name, ino, type);
 	}
 	r = kn_reload(fs, dir);
+	return e ? fs_errno(e) : r;
+}
+
+/* Map a new block at the end of a directory. */
+static int map_dir_block(struct fs *fs, struct knode *dir, blk64_t lblk, blk64_t pblk)
+{
+	errcode_t e;
+
+	if (dir->inode.i_flags & EXT4_EXTENTS_FL) {
+		ext2_extent_handle_t h;
+
+		e = ext2fs_extent_open2(fs->e2, dir->ino, EI(dir), &h);
+		if (!e) {
+			e = ext2fs_extent_set_bmap(h, lblk, pblk, 0);
+			ext2fs_extent_free(h);
+		}
+	} else {
+		e = ext2fs_bmap2(fs->e2, dir->ino, EI(dir), NULL, BMAP_SET, lblk, NULL, &pblk);
+	}
+	if (!e)
+		e = ext2fs_iblk_add_blocks(fs->e2, EI(dir), 1);
+	return fs_errno(e);
+}
+
+/* Grow a linear directory by one block holding just this entry. */
+static int dir_append(struct fs *fs, struct knode *dir, struct dirindex *d, const char *name,
+		      ext2_ino_t ino, int type, uint64_t *pos)
+{
+	blk64_t lblk = kn_size(dir) / fs->bs, pblk, goal;
+	char *buf = NULL;
+	errcode_t e;
+	int off, r;
+
+	goal = d->nblocks && d->blocks[d->nblocks - 1].pblk ? d->blocks[d->nblocks - 1].pblk + 1
+		: ext2fs_find_inode_goal(fs->e2, dir->ino, EI(dir), lblk);
+	e = ext2fs_new_block2(fs->e2, goal, NULL, &pblk);
+	if (!e)
+		e = ext2fs_new_dir_block(fs->e2, 0, 0, &buf);
 	if (e)
 		return fs_errno(e);
+	off = block_insert(fs, buf, name, ino, type);
+	/* the block holds its entry before anything points at it */
+	e = off < 0 ? 0 : ext2fs_write_dir_block4(fs->e2, pblk, buf, 0, dir->ino);
+	r = off < 0 ? off : fs_errno(e);
+	if (!r) {
+		ext2fs_block_alloc_stats2(fs->e2, pblk, +1);
+		r = map_dir_block(fs, dir, lblk, pblk);
+		if (r)
+			ext2fs_block_alloc_stats2(fs->e2, pblk, -1);
+	}
+	if (!r) {
+		kn_set_size(fs, dir, (lblk + 1) * fs->bs);
+		r = di_note_block(d, lblk, pblk, block_free_max(fs, buf));
+		*pos = lblk * fs->bs + (unsigned)off;
+	}
+	ext2fs_free_mem(&buf);
+	return r;
+}
+
+/* Read, change and write back one block of a linear directory. */
+static int edit_block(struct fs *fs, struct knode *dir, struct dirindex *d, size_t lblk,
+		      int (*edit)(struct fs *fs, char *buf, void *arg), void *arg)
+{
+	char *buf = malloc(fs->bs);
+	errcode_t e;
+	int r;
+
+	if (!buf)
+		return -ENOMEM;
+	e = ext2fs_read_dir_block4(fs->e2, d->blocks[lblk].pblk, buf, 0, dir->ino);
+	r = e == EXT2_ET_DIR_CSUM_INVALID ? -EIO : fs_errno(e);
+	if (!r)
+		r = edit(fs, buf, arg);
+	if (r >= 0) {
+		e = ext2fs_write_dir_block4(fs->e2, d->blocks[lblk].pblk, buf, 0, dir->ino);
+		if (e)
+			r = fs_errno(e);
+		d->blocks[lblk].free_max = block_free_max(fs, buf);
+	}
+	free(buf);
+	return r;
+}
+
+struct insert_arg {
+	const char *name;
+	ext2_ino_t ino;
+	int type;
+};
+
+static int edit_insert(struct fs *fs, char *buf, void *arg)
+{
+	struct insert_arg *a = arg;
+
+	return block_insert(fs, buf, a->name, a->ino, a->type);
+}
+
+/* A linear directory: put the entry in the first block with room. */
+static int dir_add_linear(struct fs *fs, struct knode *dir, struct dirindex *d, const char *name,
+			  ext2_ino_t ino, int type, uint64_t *pos)
+{
+	unsigned need = (unsigned)EXT2_DIR_REC_LEN(strlen(name));
+	struct insert_arg a = { .name = name, .ino = ino, .type = type };
+
+	while (d->hint < d->nblocks && d->blocks[d->hint].free_max < EXT2_DIR_REC_LEN(1))
+		d->hint++;
+	for (size_t i = d->hint; i < d->nblocks; i++) {
+		int off;
+
+		if (!d->blocks[i].pblk || d->blocks[i].free_max < need)
+			continue;
+		off = edit_block(fs, dir, d, i, edit_insert, &a);
+		if (off < 0)
+			return off;
+		*pos = i * fs->bs + (unsigned)off;
+		return 0;
+	}
+	return dir_append(fs, dir, d, name, ino, type, pos);
+}
+
+/* Add name -> ino to dir, growing the directory when it is full. */
+static int dir_add(struct fs *fs, struct knode *dir, const char *name, ext2_ino_t ino, int type)
+{
+	struct dirindex *d;
+	uint64_t pos = NO_POS;
+	int r = dir_index(fs, dir, &d);
+
+	if (r)
+		return r;
+	r = d->linear ? dir_add_linear(fs, dir, d, name, ino, type, &pos)
+		      : dir_add_indexed(fs, dir, name, ino, type);
 	if (r)
 		return r;
 	kn_touch(fs, dir, true, true, false);
-	return di_add(d, name, strlen(name), ino, type);
+	return di_add(d, name, strlen(name), ino, type, pos);
+}
+
+struct remove_arg {
+	unsigned off;
+	const char *name;
+};
+
+static int edit_remove(struct fs *fs, char *buf, void *arg)
+{
+	struct remove_arg *a = arg;
+
+	return block_remove(fs, buf, a->off, a->name);
 }
 
 static int dir_remove(struct fs *fs, struct knode *dir, const char *name, ext2_ino_t ino)
 {
+	struct dirindex *d = dir->dir;
+	struct dent *de = d ? di_find(d, name) : NULL;
 	errcode_t e;
-	int r = kn_flush(fs, dir);
+	int r;
 
-	if (r)
-		return r;
-	e = ext2fs_unlink(fs->e2, dir->ino, name, ino, 0);
-	r = kn_reload(fs, dir);
-	if (e)
-		return fs_errno(e);
-	if (dir->dir)
-		di_del(dir->dir, name);
+	if (d && d->linear && de && de->pos != NO_POS) {
+		size_t lblk = de->pos / fs->bs;
+		struct remove_arg a = { .off = (unsigned)(de->pos % fs->bs), .name = name };
+
+		r = lblk < d->nblocks && d->blocks[lblk].pblk ? edit_block(fs, dir, d, lblk, edit_remove, &a)
+							       : -EIO;
+		if (r)
+			return r;
+		if (lblk < d->hint)
+			d->hint = lblk;
+	} else {
+		if ((r = kn_flush(fs, dir)))
+			return r;
+		e = ext2fs_unlink(fs->e2, dir->ino, name, ino, 0);
+		r = kn_reload(fs, dir);
+		if (e)
+			return fs_errno(e);
+		if (r)
+			return r;
+	}
+	if (d)
+		di_del(d, name);
 	kn_touch(fs, dir, true, true, false);
-	return r;
+	return 0;
 }
 
 struct retarget {
@@ -340,8 +664,11 @@ static int dir_retarget(struct fs *fs, struct knode *dir, const char *name, ext2
 
 	if (!r && !t.done)
 		r = -ENOENT;
-	if (!r && dir->dir && strcmp(name, "..") != 0)
-		r = di_add(dir->dir, name, t.len, ino, type);
+	if (!r && dir->dir && strcmp(name, "..") != 0) {
+		struct dent *de = di_find(dir->dir, name);
+
+		r = di_add(dir->dir, name, t.len, ino, type, de ? de->pos : NO_POS);
+	}
 	if (!r)
 		kn_touch(fs, dir, true, true, false);
 	return r;

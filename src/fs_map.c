@@ -302,6 +302,24 @@ static int fill_holes(struct fs *fs, struct knode *k, const struct io_map *cur,
 	return r;
 }
 
+/* A write by an unprivileged user drops set-uid, and set-gid where it
+ * means set-gid (group-executable), as the kernel does. */
+static void kill_suid(struct knode *k, const struct fs_cred *cr)
+{
+	__u16 mode = k->inode.i_mode;
+
+	if (cr->uid == 0)
+		return;
+	if (mode & LINUX_S_ISUID)
+		mode &= (__u16)~LINUX_S_ISUID;
+	if ((mode & (LINUX_S_ISGID | LINUX_S_IXGRP)) == (LINUX_S_ISGID | LINUX_S_IXGRP))
+		mode &= (__u16)~LINUX_S_ISGID;
+	if (mode != k->inode.i_mode) {
+		k->inode.i_mode = mode;
+		k->dirty = true;
+	}
+}
+
 int fs_map_write(struct fs *fs, ino_t ino, uint64_t off, size_t len,
 		 const struct fs_cred *cr, struct fs_dio *d)
 {
@@ -331,6 +349,7 @@ int fs_map_write(struct fs *fs, ino_t ino, uint64_t off, size_t len,
 		d->needs_commit = d->new_size != kn_size(k);
 		for (unsigned i = 0; i < d->map->n; i++)
 			d->needs_commit |= d->map->seg[i].fresh || d->map->seg[i].unwritten;
+		kill_suid(k, cr);
 		kn_touch(fs, k, true, true, false);
 	}
 	free(cur);

@@ -48,7 +48,10 @@ enum fsx_kind {
 static const char acl_access_name[] = "system.posix_acl_access";
 static const char acl_default_name[] = "system.posix_acl_default";
 
-static const char *const plain_prefixes[] = { "user.", "trusted.", "security." };
+static const char *const plain_prefixes[] = {
+	"user.", "trusted.", "security.",
+};
+#define N_PLAIN_PREFIXES (sizeof(plain_prefixes) / sizeof(plain_prefixes[0]))
 
 /* ---- error codes ---- */
 
@@ -118,7 +121,7 @@ static int fsx_kind(const char *name, size_t *prefix_len)
 		return FSX_ACL_ACCESS;
 	if (strcmp(name, acl_default_name) == 0)
 		return FSX_ACL_DEFAULT;
-	for (size_t i = 0; i < sizeof(plain_prefixes) / sizeof(plain_prefixes[0]); i++) {
+	for (size_t i = 0; i < N_PLAIN_PREFIXES; i++) {
 		size_t plen = strlen(plain_prefixes[i]);
 
 		if (strncmp(name, plain_prefixes[i], plen) != 0)
@@ -171,6 +174,22 @@ static void fsx_close(struct ext2_xattr_handle **h)
 	ext2fs_xattrs_close(h);
 }
 
+/* 1 if the handle holds name, 0 if not, or a negative errno. */
+static int fsx_exists(struct ext2_xattr_handle *h, const char *name)
+{
+	void *val = NULL;
+	size_t len;
+	errcode_t err;
+
+	err = ext2fs_xattr_get(h, name, &val, &len);
+	if (err == EXT2_ET_EA_KEY_NOT_FOUND)
+		return 0;
+	if (err)
+		return fsx_errno(err);
+	ext2fs_free_mem(&val);
+	return 1;
+}
+
 /* ---- what libext2fs leaves undone when it writes ---- */
 
 /* libext2fs rewrites an attribute block that lost its last entry (removed,
@@ -220,20 +239,22 @@ static blk64_t entries_charge(ext2_filsys fs, const char *p, const char *end)
 	return clusters;
 }
 
-static blk64_t ibody_charge(ext2_filsys fs, const struct ext2_inode_large *inode)
+static blk64_t ibody_charge(ext2_filsys fs,
+			    const struct ext2_inode_large *inode)
 {
 	unsigned int isize = EXT2_INODE_SIZE(fs->super);
-	const char *start = (const char *)inode + EXT2_GOOD_OLD_INODE_SIZE +
-			    inode->i_extra_isize;
+	unsigned int offs = EXT2_GOOD_OLD_INODE_SIZE + inode->i_extra_isize;
+	const char *start = (const char *)inode + offs;
 	__u32 magic;
 
 	if (isize <= EXT2_GOOD_OLD_INODE_SIZE || inode->i_extra_isize & 3 ||
-	    EXT2_GOOD_OLD_INODE_SIZE + inode->i_extra_isize + sizeof(magic) >= isize)
+	    offs + sizeof(magic) >= isize)
 		return 0;
 	memcpy(&magic, start, sizeof(magic));
 	if (magic != EXT2_EXT_ATTR_MAGIC)
 		return 0;
-	return entries_charge(fs, start + sizeof(magic), (const char *)inode + isize);
+	return entries_charge(fs, start + sizeof(magic),
+			      (const char *)inode + isize);
 }
 
 static errcode_t block_charge(ext2_filsys fs, ext2_ino_t ino, blk64_t blk,
@@ -260,14 +281,16 @@ static int ea_inode_charge(ext2_filsys fs, ext2_ino_t ino, blk64_t *clusters)
 {
 	unsigned int isize = EXT2_INODE_SIZE(fs->super);
 	struct ext2_inode_large *inode;
+	size_t bufsize;
 	blk64_t blk;
 	errcode_t err;
 
 	*clusters = 0;
 	if (!ext2fs_has_feature_ea_inode(fs->super))
 		return 0;
-	err = ext2fs_get_memzero(isize > sizeof(*inode) ? isize : sizeof(*inode),
-				 &inode);
+	/* at least a whole struct, so that i_extra_isize can be looked at */
+	bufsize = isize > sizeof(*inode) ? isize : sizeof(*inode);
+	err = ext2fs_get_memzero(bufsize, &inode);
 	if (err)
 		return fsx_errno(err);
 	err = ext2fs_read_inode_full(fs, ino, EXT2_INODE(inode), isize);
@@ -329,22 +352,6 @@ static int fsx_update(ext2_filsys fs, ext2_ino_t ino,
 	if (!ret)
 		ret = recharge(fs, ino, charged);
 	return err ? fsx_errno(err) : ret;
-}
-
-/* 1 if the handle holds name, 0 if not, or a negative errno. */
-static int fsx_exists(struct ext2_xattr_handle *h, const char *name)
-{
-	void *val = NULL;
-	size_t len;
-	errcode_t err;
-
-	err = ext2fs_xattr_get(h, name, &val, &len);
-	if (err == EXT2_ET_EA_KEY_NOT_FOUND)
-		return 0;
-	if (err)
-		return fsx_errno(err);
-	ext2fs_free_mem(&val);
-	return 1;
 }
 
 /* ---- ACL format ---- */
@@ -508,7 +515,7 @@ static ssize_t acl_from_disk(const void *disk, size_t len, void *buf,
 
 	if (count < 0)
 		return count;
-	if (count == 0)		/* an empty ACL reads as none, as on ext4 */
+	if (count == 0)		/* reads as no ACL, as on ext4 */
 		return -ENODATA;
 	need = ACL_HEADER_SIZE + (size_t)count * ACL_ENTRY_SIZE;
 	if (size == 0)

@@ -4,9 +4,10 @@
  *
  * The caller holds the filesystem lock and makes sure the on-disk inode is
  * current before each call; fsx_set and fsx_remove rewrite the inode (and
- * may allocate or free an attribute block), so the caller must re-read any
- * cached copy afterwards, and update ctime and, for an access ACL, the mode
- * itself. Every function returns a NEGATIVE errno on failure. */
+ * may allocate or free an attribute block, or EA inodes), so the caller
+ * must re-read any cached copy afterwards, even after a failure, and update
+ * ctime and, for an access ACL, the mode itself. Every function returns a
+ * NEGATIVE errno on failure. */
 #ifndef KAIOFS_FS_XATTR_H
 #define KAIOFS_FS_XATTR_H
 
@@ -16,15 +17,17 @@
 /* getxattr(2): copies the value into buf and returns its size. size 0 only
  * asks for the size; -ERANGE when buf is too small, -ENODATA when absent,
  * -EOPNOTSUPP for a namespace other than user., trusted., security. and the
- * two POSIX ACL names. */
+ * two POSIX ACL names (so system.data, which holds inline data, is never
+ * seen), -EIO for a stored ACL that is not in ext4's format. */
 ssize_t fsx_get(ext2_filsys fs, ext2_ino_t ino, const char *name,
 		void *buf, size_t size);
 
 /* setxattr(2): flags is 0, XATTR_CREATE (-EEXIST when present) or
- * XATTR_REPLACE (-ENODATA when absent); -ENOSPC when there is no room left,
- * -ERANGE for an empty or longer than 255 bytes name or a value no
- * attribute of this filesystem could ever hold, -EINVAL for an empty name
- * after the namespace prefix.
+ * XATTR_REPLACE (-ENODATA when absent), anything else -EINVAL; -ENOSPC
+ * when there is no room left, -ERANGE for an empty or longer than 255
+ * bytes name or for a value no attribute of this filesystem could ever
+ * hold (ext4 itself says -ENOSPC then), -EINVAL for an empty name after the
+ * namespace prefix.
  *
  * POSIX ACL names behave as on ext4: flags are ignored, a value holding the
  * header only removes the ACL, a malformed value is -EINVAL (-EOPNOTSUPP for

@@ -698,6 +698,14 @@ static void write_written(void *ctx, int err, size_t len)
 	write_finish(w);
 }
 
+static bool makes_reachable(const struct io_map *m)
+{
+	for (unsigned i = 0; i < m->n; i++)
+		if (m->seg[i].fresh || m->seg[i].unwritten)
+			return true;
+	return false;
+}
+
 /* The block range is ours: map it, allocating holes, and write. */
 static void write_locked(struct wreq *w)
 {
@@ -710,7 +718,10 @@ static void write_locked(struct wreq *w)
 		write_finish(w);
 		return;
 	}
-	io_wop_start(w->wop, w->p.dio.map, w->rw_flags, write_written, w);
+	/* ordered data: blocks about to become reachable get their data onto
+	 * stable storage first (FUA), so a crash never shows stale contents */
+	io_wop_start(w->wop, w->p.dio.map, w->rw_flags | (makes_reachable(w->p.dio.map) ? RWF_DSYNC : 0),
+		     write_written, w);
 }
 
 static void write_locked_work(struct work *wk)
