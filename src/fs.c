@@ -15,25 +15,9 @@
 
 int fs_errno(errcode_t err)
 {
-	if (err > 0 && err < 256)
-		return -(int)err;
-	switch (err) {
-	case 0: return 0;
-	case EXT2_ET_NO_MEMORY: return -ENOMEM;
-	case EXT2_ET_BLOCK_ALLOC_FAIL:
-	case EXT2_ET_INODE_ALLOC_FAIL:
-	case EXT2_ET_EA_NO_SPACE:
-	case EXT2_ET_DIR_NO_SPACE: return -ENOSPC;
-	case EXT2_ET_RO_FILSYS: return -EROFS;
-	case EXT2_ET_FILE_NOT_FOUND: return -ENOENT;
-	case EXT2_ET_DIR_EXISTS: return -EEXIST;
-	case EXT2_ET_FILE_TOO_BIG:
-	case EXT2_ET_EXTENT_NOT_SUPPORTED: return -EFBIG;
-	case EXT2_ET_EA_KEY_NOT_FOUND: return -ENODATA;
-	case EXT2_ET_OP_NOT_SUPPORTED:
-	case EXT2_ET_UNIMPLEMENTED: return -EOPNOTSUPP;
-	default: return -EIO;
-	}
+	if (err == EXT2_ET_EXTENT_NOT_SUPPORTED)
+		return -EFBIG;
+	return fsx_errno(err);
 }
 
 /* ---- time stamps: seconds with epoch bits and nanoseconds in *_extra ---- */

@@ -658,8 +658,9 @@ int fsx_set(ext2_filsys fs, ext2_ino_t ino, const char *name,
 	if (size && !value)
 		return -EINVAL;
 	if (kind == FSX_PLAIN) {
+		/* too large for any attribute block: ENOSPC, as ext4 says */
 		if (size > fsx_value_max(fs, strlen(name) - prefix_len))
-			return -ERANGE;
+			return -ENOSPC;
 		return set_plain(fs, ino, name, value, size, flags);
 	}
 
@@ -668,7 +669,7 @@ int fsx_set(ext2_filsys fs, ext2_ino_t ino, const char *name,
 	if (count < 0)
 		return count;
 	if (disk_size > fsx_value_max(fs, 0))
-		return -ERANGE;
+		return -ENOSPC;
 	return acl_store(fs, ino, kind, name, value, size, count);
 }
 
