@@ -46,7 +46,8 @@ bool fs_readonly(const struct fs *fs);
 int fs_lookup(struct fs *fs, ino_t parent, const char *name, struct stat *st);
 void fs_forget(struct fs *fs, ino_t ino, uint64_t nlookup);
 int fs_getattr(struct fs *fs, ino_t ino, struct stat *st);
-/* to_set uses FUSE_SET_ATTR_* bit values; the size is fs_truncate's. */
+/* to_set uses FUSE_SET_ATTR_* bit values; the size is fs_truncate's. A mode
+ * change rewrites an access ACL to match. */
 int fs_setattr(struct fs *fs, ino_t ino, const struct stat *attr, int to_set, struct stat *st);
 int fs_mknod(struct fs *fs, ino_t parent, const char *name, mode_t mode, dev_t rdev,
 	     const struct fs_cred *cr, struct stat *st);
@@ -82,9 +83,12 @@ int fs_readdir(struct fs *fs, ino_t ino, off_t off, fs_fill_fn fill, void *ctx);
 
 /* ---- extended attributes ---- */
 ssize_t fs_getxattr(struct fs *fs, ino_t ino, const char *name, void *buf, size_t size);
+/* Setting an access ACL sets the mode bits it implies (and stores nothing
+ * when it says no more than they do). */
 int fs_setxattr(struct fs *fs, ino_t ino, const char *name, const void *value, size_t size,
-		int flags);
-ssize_t fs_listxattr(struct fs *fs, ino_t ino, char *buf, size_t size);
+		int flags, const struct fs_cred *cr);
+/* trusted.* names are listed to root only, as on ext4 */
+ssize_t fs_listxattr(struct fs *fs, ino_t ino, char *buf, size_t size, const struct fs_cred *cr);
 int fs_removexattr(struct fs *fs, ino_t ino, const char *name);
 
 /* ---- the data path ---- */

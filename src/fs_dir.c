@@ -867,7 +867,9 @@ static int create_node(struct fs *fs, ino_t parent, const char *name, const stru
 		       const struct fs_cred *cr, struct stat *st)
 {
 	struct knode *dir, *k = NULL;
+	struct acl_inherit inh = { 0 };
 	struct dent *de;
+	mode_t mode = nn->mode;
 	int r = check_name(name);
 
 	if (r)
@@ -885,8 +887,10 @@ static int create_node(struct fs *fs, ino_t parent, const char *name, const stru
 		r = S_ISDIR(nn->mode) && dir_full(fs, dir) ? -EMLINK : 0;
 	if (!r && dir->inode.i_links_count == 0)
 		r = -ENOENT; /* the directory was removed */
-	if (!r)
-		r = kn_new(fs, dir, nn->mode, cr, &k);
+	if (!r) {
+		kn_inherit_acl(fs, dir, &mode, cr->umask, &inh);
+		r = kn_new(fs, dir, mode, cr, &k);
+	}
 	if (!r && S_ISDIR(nn->mode))
 		r = make_dir_block(fs, k, dir->ino);
 	else if (!r && S_ISLNK(nn->mode))
@@ -895,6 +899,8 @@ static int create_node(struct fs *fs, ino_t parent, const char *name, const stru
 		kn_set_rdev(k, nn->rdev);
 	if (!r)
 		r = kn_write(fs, k);
+	if (!r)
+		r = kn_store_inherited(fs, dir, k, &inh);
 	if (!r)
 		r = dir_add(fs, dir, name, k->ino, ftype_of(nn->mode));
 	if (!r && S_ISDIR(nn->mode))
@@ -913,6 +919,7 @@ static int create_node(struct fs *fs, ino_t parent, const char *name, const stru
 	kn_put(fs, dir);
 out:
 	pthread_mutex_unlock(&fs->lock);
+	free(inh.acl);
 	return r;
 }
 

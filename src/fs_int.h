@@ -24,6 +24,7 @@ struct knode {
 	struct rangelock wlock;         /* orders writes, truncates, punches */
 	unsigned reads_inflight;        /* atomic: reads between map and done */
 	struct dirindex *dir;           /* name index of a directory */
+	int8_t default_acl;             /* directories: -1 unknown, 0 none, 1 present */
 };
 
 struct fs {
@@ -82,6 +83,22 @@ void kn_set_size(struct fs *fs, struct knode *k, uint64_t size);
 void kn_touch(struct fs *fs, struct knode *k, bool m, bool c, bool a);
 bool kn_is_dir(const struct knode *k);
 unsigned kn_links(const struct knode *k);
+
+/* ---- ACLs (fs.c) ---- */
+#define ACL_ACCESS "system.posix_acl_access"
+#define ACL_DEFAULT "system.posix_acl_default"
+struct acl_inherit {
+	char *acl;          /* the parent's default ACL, masked for the new inode */
+	size_t size;
+	bool store_access;  /* it says more than the mode: store it */
+};
+/* The mode a new inode gets: masked by the parent's default ACL, or by the
+ * umask when there is none. Called before the inode is made. */
+void kn_inherit_acl(struct fs *fs, struct knode *dir, mode_t *mode, mode_t umask,
+		    struct acl_inherit *p);
+/* After the new inode is written: store the ACLs kn_inherit_acl prepared. */
+int kn_store_inherited(struct fs *fs, struct knode *dir, struct knode *k, struct acl_inherit *p);
+int acl_follow_mode(struct fs *fs, struct knode *k);
 
 /* ---- names (fs_dir.c) ---- */
 void dirindex_free(struct dirindex *d);

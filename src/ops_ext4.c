@@ -94,6 +94,12 @@ static void e4_init(void *userdata, struct fuse_conn_info *conn)
 	struct ext4_front *f = userdata;
 
 	conn_apply(conn, &f->tuning);
+	/* ACLs as ext4 has them: the kernel checks them; kaiofs applies the
+	 * umask itself, or the parent's default ACL instead of it */
+	if (conn->capable & FUSE_CAP_POSIX_ACL)
+		conn->want |= FUSE_CAP_POSIX_ACL;
+	if (conn->capable & FUSE_CAP_DONT_MASK)
+		conn->want |= FUSE_CAP_DONT_MASK;
 }
 
 static void reply_entry(fuse_req_t req, int r, const struct stat *st)
@@ -892,7 +898,11 @@ static void e4_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	r = fs_listxattr(front(req)->fs, to_fs(ino), buf, size);
+	{
+		struct fs_cred cr = cred_of(req);
+
+		r = fs_listxattr(front(req)->fs, to_fs(ino), buf, size, &cr);
+	}
 	reply_sized(req, r, size, buf);
 	free(buf);
 }
@@ -900,8 +910,10 @@ static void e4_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 static void e4_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
 			size_t size, int flags)
 {
+	struct fs_cred cr = cred_of(req);
+
 	count(FOP_OTHER);
-	fuse_reply_err(req, -fs_setxattr(front(req)->fs, to_fs(ino), name, value, size, flags));
+	fuse_reply_err(req, -fs_setxattr(front(req)->fs, to_fs(ino), name, value, size, flags, &cr));
 }
 
 static void e4_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
