@@ -80,6 +80,11 @@ struct rangelock *fs_file_lock(struct fs *fs, ino_t ino);
 typedef int (*fs_fill_fn)(void *ctx, const char *name, size_t namelen, ino_t ino,
 			  mode_t type, off_t next);
 int fs_readdir(struct fs *fs, ino_t ino, off_t off, fs_fill_fn fill, void *ctx);
+/* readdirplus: each entry but . and .. comes with its attributes and counts
+ * as a lookup, unless fill refuses it (returns non-zero). */
+typedef int (*fs_fillplus_fn)(void *ctx, const char *name, size_t namelen, ino_t ino,
+			      mode_t type, off_t next, const struct stat *st);
+int fs_readdirplus(struct fs *fs, ino_t ino, off_t off, fs_fillplus_fn fill, void *ctx);
 
 /* ---- extended attributes ---- */
 ssize_t fs_getxattr(struct fs *fs, ino_t ino, const char *name, void *buf, size_t size);

@@ -1288,10 +1288,19 @@ out:
 /* ---- readdir ---- */
 
 struct rd {
+	struct fs *fs;
 	off_t from;
 	fs_fill_fn fill;
+	fs_fillplus_fn fillplus;
 	void *ctx;
+	int err;
 };
+
+static bool is_dot(const struct ext2_dir_entry *de, int len)
+{
+	return (len == 1 && de->name[0] == '.') ||
+	       (len == 2 && de->name[0] == '.' && de->name[1] == '.');
+}
 
 static int readdir_entry(void *ctx, struct ext2_dir_entry *de, uint64_t pos, bool *changed)
 {
@@ -1302,22 +1311,53 @@ static int readdir_entry(void *ctx, struct ext2_dir_entry *de, uint64_t pos, boo
 	if ((off_t)pos < rd->from)
 		return 0;
 	/* an entry's cookie is its byte position + 1: stable while others come and go */
-	return rd->fill(rd->ctx, de->name, (size_t)len, de->inode,
-			mode_of_ftype(ext2fs_dirent_file_type(de)), (off_t)pos + 1);
+	if (!rd->fillplus)
+		return rd->fill(rd->ctx, de->name, (size_t)len, de->inode,
+				mode_of_ftype(ext2fs_dirent_file_type(de)), (off_t)pos + 1);
+	if (is_dot(de, len))
+		return rd->fillplus(rd->ctx, de->name, (size_t)len, de->inode,
+				    mode_of_ftype(ext2fs_dirent_file_type(de)), (off_t)pos + 1, NULL);
+
+	struct knode *k;
+	struct stat st;
+	int full;
+
+	if ((rd->err = kn_get(rd->fs, de->inode, &k)))
+		return 1;
+	kn_stat(rd->fs, k, &st);
+	full = rd->fillplus(rd->ctx, de->name, (size_t)len, de->inode, st.st_mode & S_IFMT,
+			    (off_t)pos + 1, &st);
+	if (!full)
+		k->nlookup++;
+	kn_put(rd->fs, k);
+	return full;
 }
 
-int fs_readdir(struct fs *fs, ino_t ino, off_t off, fs_fill_fn fill, void *ctx)
+static int read_dir(struct fs *fs, ino_t ino, struct rd *rd)
 {
-	struct rd rd = { .from = off, .fill = fill, .ctx = ctx };
 	struct knode *k;
 	int r;
 
 	pthread_mutex_lock(&fs->lock);
 	r = kn_get(fs, (ext2_ino_t)ino, &k);
 	if (!r) {
-		r = kn_is_dir(k) ? walk_dir(fs, k, readdir_entry, &rd) : -ENOTDIR;
+		r = kn_is_dir(k) ? walk_dir(fs, k, readdir_entry, rd) : -ENOTDIR;
 		kn_put(fs, k);
 	}
 	pthread_mutex_unlock(&fs->lock);
-	return r;
+	return r ? r : rd->err;
+}
+
+int fs_readdir(struct fs *fs, ino_t ino, off_t off, fs_fill_fn fill, void *ctx)
+{
+	struct rd rd = { .fs = fs, .from = off, .fill = fill, .ctx = ctx };
+
+	return read_dir(fs, ino, &rd);
+}
+
+int fs_readdirplus(struct fs *fs, ino_t ino, off_t off, fs_fillplus_fn fill, void *ctx)
+{
+	struct rd rd = { .fs = fs, .from = off, .fillplus = fill, .ctx = ctx };
+
+	return read_dir(fs, ino, &rd);
 }

@@ -817,6 +817,52 @@ static int fill_entry(void *ctx, const char *name, size_t namelen, ino_t ino, mo
 	return 0;
 }
 
+static int fill_entry_plus(void *ctx, const char *name, size_t namelen, ino_t ino,
+			   mode_t type, off_t next, const struct stat *st)
+{
+	struct dirbuf *d = ctx;
+	struct fuse_entry_param e = { .attr_timeout = TIMEOUT, .entry_timeout = TIMEOUT };
+	char nm[256];
+	size_t n;
+
+	memcpy(nm, name, namelen);
+	nm[namelen] = 0;
+	if (st) {
+		e.attr = *st;
+		e.ino = to_fuse(ino);
+	} else {
+		/* . and ..: no lookup is counted for them */
+		e.attr.st_ino = ino;
+		e.attr.st_mode = type;
+	}
+	n = fuse_add_direntry_plus(d->req, d->buf + d->used, d->size - d->used, nm, &e, next);
+	if (n > d->size - d->used)
+		return 1;
+	d->used += n;
+	return 0;
+}
+
+static void e4_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+			   struct fuse_file_info *fi)
+{
+	struct dirbuf d = { .req = req, .size = size };
+	int r;
+
+	(void)fi;
+	count(FOP_READDIR);
+	d.buf = malloc(size ? size : 1);
+	if (!d.buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	r = fs_readdirplus(front(req)->fs, to_fs(ino), off, fill_entry_plus, &d);
+	if (r && d.used == 0)
+		fuse_reply_err(req, -r);
+	else
+		fuse_reply_buf(req, d.buf, d.used);
+	free(d.buf);
+}
+
 static void e4_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct stat st;
@@ -945,6 +991,7 @@ const struct fuse_lowlevel_ops ext4_ops = {
 	.fsync = e4_fsync,
 	.opendir = e4_opendir,
 	.readdir = e4_readdir,
+	.readdirplus = e4_readdirplus,
 	.releasedir = e4_releasedir,
 	.fsyncdir = e4_fsyncdir,
 	.statfs = e4_statfs,
