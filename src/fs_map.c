@@ -401,6 +401,57 @@ static errcode_t extent_insert_range(ext2_extent_handle_t h, blk64_t lblk, blk64
 	return 0;
 }
 
+static bool joinable(const struct ext2fs_extent *a, const struct ext2fs_extent *b)
+{
+	return !(a->e_flags & EXT2_EXTENT_FLAGS_UNINIT) && !(b->e_flags & EXT2_EXTENT_FLAGS_UNINIT) &&
+	       a->e_lblk + a->e_len == b->e_lblk && a->e_pblk + a->e_len == b->e_pblk &&
+	       a->e_len + b->e_len <= INIT_MAX_LEN;
+}
+
+/* The extent holding lblk, or an error. */
+static errcode_t extent_at(ext2_extent_handle_t h, blk64_t lblk, struct ext2fs_extent *ex)
+{
+	errcode_t e = ext2fs_extent_goto2(h, 0, lblk);
+
+	return e ? e : ext2fs_extent_get(h, EXT2_EXTENT_CURRENT, ex);
+}
+
+/* Fold b into a (a before b, both written and contiguous). */
+static errcode_t join(ext2_extent_handle_t h, struct ext2fs_extent *a, const struct ext2fs_extent *b)
+{
+	errcode_t e = ext2fs_extent_goto2(h, 0, b->e_lblk);
+
+	if (!e)
+		e = ext2fs_extent_delete(h, 0);
+	if (!e)
+		e = ext2fs_extent_goto2(h, 0, a->e_lblk);
+	if (e)
+		return e;
+	a->e_len += b->e_len;
+	e = ext2fs_extent_replace(h, 0, a);
+	return e ? e : ext2fs_extent_fix_parents(h);
+}
+
+/* Merge the written extent at lblk with written neighbours that continue it
+ * on the device, so that converting and appending do not fragment the tree. */
+static errcode_t extent_merge_around(ext2_extent_handle_t h, blk64_t lblk)
+{
+	struct ext2fs_extent cur, other;
+	errcode_t e = extent_at(h, lblk, &cur);
+
+	if (e || (cur.e_flags & EXT2_EXTENT_FLAGS_UNINIT))
+		return e;
+	if (cur.e_lblk > 0 && !extent_at(h, cur.e_lblk - 1, &other) && joinable(&other, &cur)) {
+		e = join(h, &other, &cur);
+		if (e)
+			return e;
+		cur = other;
+	}
+	if (!extent_at(h, cur.e_lblk + cur.e_len, &other) && joinable(&cur, &other))
+		e = join(h, &cur, &other);
+	return e;
+}
+
 /* Mark [lblk, lblk+len) written, splitting unwritten extents around it. */
 static errcode_t extent_mark_written(ext2_extent_handle_t h, blk64_t lblk, blk64_t len)
 {
@@ -447,6 +498,8 @@ static errcode_t extent_mark_written(ext2_extent_handle_t h, blk64_t lblk, blk64
 		}
 		if (!e)
 			e = ext2fs_extent_fix_parents(h);
+		if (!e)
+			e = extent_merge_around(h, lblk);
 		if (e)
 			return e;
 		lblk = stop;
@@ -466,6 +519,8 @@ static errcode_t commit_extents(struct fs *fs, struct knode *k, const struct io_
 			e = extent_insert_range(h, s->fblk, s->pblk, s->nblk, false);
 			if (!e)
 				e = ext2fs_iblk_add_blocks(fs->e2, EI(k), s->nblk);
+			if (!e)
+				e = extent_merge_around(h, s->fblk + s->nblk - 1);
 		} else if (s->unwritten) {
 			e = extent_mark_written(h, s->fblk, s->nblk);
 		}
