@@ -52,9 +52,10 @@ def pytest_addoption(parser):
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: long running test (excluded from the "
                             "sanitizer run with -m 'not slow')")
+    kh.set_sanitizer_build(_is_sanitizer_build(KAIOFS_BIN))
     if "KAIOFS_TIMEOUT_SCALE" in os.environ:
         kh.set_timeout_scale(os.environ["KAIOFS_TIMEOUT_SCALE"])
-    elif _is_sanitizer_build(KAIOFS_BIN):
+    elif kh.SANITIZER_BUILD:
         kh.set_timeout_scale(4)
     seed = config.getoption("--kaiofs-seed") or os.environ.get("KAIOFS_SEED")
     if seed is None:
@@ -67,7 +68,8 @@ def pytest_report_header(config):
             "kaiofs-stat: %s" % KAIOFS_STAT_BIN,
             "kaiofs base seed: %d (rerun with KAIOFS_SEED=%d)"
             % (config._kaiofs_seed, config._kaiofs_seed),
-            "timeout scale: %g" % kh.TIMEOUT_SCALE]
+            "timeout scale: %g%s" % (kh.TIMEOUT_SCALE,
+                                     " (sanitizer build)" if kh.SANITIZER_BUILD else "")]
 
 
 # --------------------------------------------------------------------------
