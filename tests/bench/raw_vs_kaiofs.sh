@@ -34,7 +34,7 @@ WORKLOADS=(
     "write-1M write 1M 8"
 )
 
-# shellcheck source=lib.sh
+# shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$ROOT/tests/bench/lib.sh"
 log() { bench_log "$@"; }
 
