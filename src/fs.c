@@ -47,11 +47,33 @@ static struct timespec decode_time(__u32 sec, const __u32 *extra)
 	return ts;
 }
 
+/* Times outside what the inode can hold are clamped, as the kernel does. */
+static struct timespec clamp_time(const struct timespec *t, bool extra)
+{
+	const int64_t min = INT32_MIN;
+	const int64_t max = extra ? (int64_t)INT32_MIN + (1ll << 34) - 1 : INT32_MAX;
+	struct timespec r = *t;
+
+	if (r.tv_sec <= min || r.tv_sec >= max) {
+		r.tv_sec = r.tv_sec <= min ? min : max;
+		r.tv_nsec = 0;
+	}
+	return r;
+}
+
 static void set_times(struct fs *fs, struct knode *k, const struct timespec *a,
 		      const struct timespec *m, const struct timespec *c)
 {
 	struct ext2_inode_large *in = &k->inode;
 	bool x = has_extra_times(fs, in);
+	struct timespec ca, cm, cc;
+
+	if (a)
+		a = (ca = clamp_time(a, x), &ca);
+	if (m)
+		m = (cm = clamp_time(m, x), &cm);
+	if (c)
+		c = (cc = clamp_time(c, x), &cc);
 
 	if (a)
 		encode_time(a, &in->i_atime, x ? &in->i_atime_extra : NULL);
@@ -504,6 +526,10 @@ struct fs *fs_mount(const struct fs_mount_opts *o, bool *readonly_out, char *err
 	fs->e2->umask = 0;
 	fs->bs = fs->e2->blocksize;
 	fs->inode_size = EXT2_INODE_SIZE(fs->e2->super);
+	/* ext4 keeps 2% (at most 4096 blocks) back from every user */
+	fs->resv = ext2fs_blocks_count(fs->e2->super) / 50;
+	if (fs->resv > 4096)
+		fs->resv = 4096;
 	if (check_volume(fs, o->device, err, errlen) != 0)
 		goto fail;
 	e = ext2fs_read_bitmaps(fs->e2);
@@ -723,12 +749,14 @@ void fs_release(struct fs *fs, ino_t ino)
 	pthread_mutex_unlock(&fs->lock);
 }
 
-struct rangelock *fs_file_lock(struct fs *fs, ino_t ino)
+struct rangelock *fs_file_lock(struct fs *fs, ino_t ino, uint64_t *max_size)
 {
 	struct knode *k;
 
 	pthread_mutex_lock(&fs->lock);
 	k = table_find(fs, (ext2_ino_t)ino);
+	if (k && max_size)
+		*max_size = fs_max_size(fs, k);
 	pthread_mutex_unlock(&fs->lock);
 	/* valid while the file is open: the caller holds it open */
 	return k ? &k->wlock : NULL;
@@ -751,6 +779,7 @@ int fs_sync_inode(struct fs *fs, ino_t ino, bool datasync)
 
 int fs_statfs(struct fs *fs, const struct fs_cred *cr, struct statvfs *sv)
 {
+	(void)cr;
 	struct ext2_super_block *sb = fs->e2->super;
 	uint64_t free_blocks, reserved, overhead = 0;
 
@@ -763,9 +792,8 @@ int fs_statfs(struct fs *fs, const struct fs_cred *cr, struct statvfs *sv)
 	overhead = ext2fs_blocks_count(sb) > sb->s_overhead_clusters ? sb->s_overhead_clusters : 0;
 	sv->f_blocks = ext2fs_blocks_count(sb) - overhead;
 	sv->f_bfree = free_blocks;
-	sv->f_bavail = free_blocks > reserved ? free_blocks - reserved : 0;
-	if (may_use_reserved(fs, cr))
-		sv->f_bavail = free_blocks;
+	/* as ext4 reports it, to root too */
+	sv->f_bavail = free_blocks > reserved + fs->resv ? free_blocks - reserved - fs->resv : 0;
 	sv->f_files = sb->s_inodes_count;
 	sv->f_ffree = sb->s_free_inodes_count;
 	sv->f_favail = sb->s_free_inodes_count;

@@ -71,8 +71,9 @@ void fs_release(struct fs *fs, ino_t ino);
 /* Write the inode and the allocation state it depends on; the caller then
  * flushes the device. */
 int fs_sync_inode(struct fs *fs, ino_t ino, bool datasync);
-/* The range lock ordering writes, truncates and punches of an open file. */
-struct rangelock *fs_file_lock(struct fs *fs, ino_t ino);
+/* The range lock ordering writes, truncates and punches of an open file,
+ * and (if max_size) the largest size the file may have. */
+struct rangelock *fs_file_lock(struct fs *fs, ino_t ino, uint64_t *max_size);
 
 /* ---- directories ---- */
 /* Calls fill for each entry from offset off on; fill returns non-zero to

@@ -669,8 +669,9 @@ static int dir_retarget(struct fs *fs, struct knode *dir, const char *name, ext2
 
 		r = di_add(dir->dir, name, t.len, ino, type, de ? de->pos : NO_POS);
 	}
+	/* a moved directory's new ".." changes its ctime only */
 	if (!r)
-		kn_touch(fs, dir, true, true, false);
+		kn_touch(fs, dir, strcmp(name, "..") != 0, true, false);
 	return r;
 }
 

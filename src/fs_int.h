@@ -39,6 +39,7 @@ struct fs {
 	pthread_mutex_t gate_mu;
 	pthread_cond_t gate_cv;
 	bool errors;                    /* record EXT2_ERROR_FS at unmount */
+	uint64_t resv;                  /* blocks kept back from everyone, as ext4 does */
 	uint32_t generation;            /* next i_generation */
 };
 

@@ -221,10 +221,10 @@ int fs_map_existing(struct fs *fs, ino_t ino, uint64_t off, size_t len, struct f
 static uint64_t free_blocks_for(struct fs *fs, const struct fs_cred *cr)
 {
 	struct ext2_super_block *sb = fs->e2->super;
-	uint64_t free_blocks = ext2fs_free_blocks_count(sb), reserved = ext2fs_r_blocks_count(sb);
+	uint64_t free_blocks = ext2fs_free_blocks_count(sb), reserved = fs->resv;
 
-	if (may_use_reserved(fs, cr))
-		return free_blocks;
+	if (!may_use_reserved(fs, cr))
+		reserved += ext2fs_r_blocks_count(sb);
 	return free_blocks > reserved ? free_blocks - reserved : 0;
 }
 
@@ -651,19 +651,18 @@ int fs_fallocate(struct fs *fs, ino_t ino, int mode, uint64_t off, uint64_t len,
 	else if (mode & FALLOC_FL_PUNCH_HOLE)
 		r = punch_blocks(fs, k, (off + bs - 1) / bs, end / bs);
 	else if (mode & FALLOC_FL_ZERO_RANGE) {
-		/* whole blocks become unwritten; the caller zeroed the edges */
+		/* whole blocks become unwritten, the caller zeroed data at the
+		 * edges, and edge blocks that were holes are allocated too */
 		r = punch_blocks(fs, k, (off + bs - 1) / bs, end / bs);
 		if (!r)
-			r = preallocate(fs, k, (off + bs - 1) / bs, end / bs, cr);
+			r = preallocate(fs, k, off / bs, (end + bs - 1) / bs, cr);
 	} else {
 		r = preallocate(fs, k, off / bs, (end + bs - 1) / bs, cr);
 	}
 	if (!r && !(mode & FALLOC_FL_KEEP_SIZE) && end > kn_size(k))
 		kn_set_size(fs, k, end);
 	if (!r) {
-		if (mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE) || k->dirty)
-			kn_touch(fs, k, true, true, false);
-		k->dirty = true;
+		kn_touch(fs, k, true, true, false);
 		r = kn_write(fs, k);
 	}
 	kn_put(fs, k);

@@ -360,7 +360,7 @@ static int zero_edges(struct ext4_front *f, fuse_ino_t ino, uint64_t off, uint64
 
 static int do_truncate(struct ext4_front *f, fuse_ino_t ino, uint64_t size)
 {
-	struct rangelock *rl = fs_file_lock(f->fs, to_fs(ino));
+	struct rangelock *rl = fs_file_lock(f->fs, to_fs(ino), NULL);
 	struct waiter w;
 	struct stat st;
 	int r;
@@ -418,7 +418,7 @@ static void e4_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, of
 		return;
 	}
 	end = (uint64_t)off + (uint64_t)len;
-	rl = fs_file_lock(f->fs, to_fs(ino));
+	rl = fs_file_lock(f->fs, to_fs(ino), NULL);
 	if (!rl) {
 		fuse_reply_err(req, EBADF);
 		return;
@@ -749,6 +749,7 @@ static void e4_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 {
 	struct ext4_front *f = front(req);
 	struct wreq *w;
+	uint64_t max = 0;
 
 	count(FOP_WRITE);
 	if (off < 0) {
@@ -776,7 +777,15 @@ static void e4_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 	w->len = size;
 	w->cr = cred_of(req);
 	w->rw_flags = (int)fi->fh;
-	w->rl = fs_file_lock(f->fs, to_fs(ino));
+	w->rl = fs_file_lock(f->fs, to_fs(ino), &max);
+	/* past the largest file size: EFBIG; across it: a short write */
+	if (w->rl && w->off >= max) {
+		fuse_reply_err(req, EFBIG);
+		pending_end(&w->p);
+		return;
+	}
+	if (w->rl && size > max - w->off)
+		w->len = size = (size_t)(max - w->off);
 	w->wop = w->rl ? io_wop_new(f->io, w->off, buf, size, f->bs) : NULL;
 	if (!w->wop) {
 		fuse_reply_err(req, w->rl ? ENOMEM : EBADF);
