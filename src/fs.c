@@ -526,8 +526,9 @@ struct fs *fs_mount(const struct fs_mount_opts *o, bool *readonly_out, char *err
 	fs->e2->umask = 0;
 	fs->bs = fs->e2->blocksize;
 	fs->inode_size = EXT2_INODE_SIZE(fs->e2->super);
-	/* ext4 keeps 2% (at most 4096 blocks) back from every user */
-	fs->resv = ext2fs_blocks_count(fs->e2->super) / 50;
+	/* ext4 keeps 2% (at most 4096 blocks) back from every user, on
+	 * volumes with extents */
+	fs->resv = ext2fs_has_feature_extents(fs->e2->super) ? ext2fs_blocks_count(fs->e2->super) / 50 : 0;
 	if (fs->resv > 4096)
 		fs->resv = 4096;
 	if (check_volume(fs, o->device, err, errlen) != 0)

@@ -470,7 +470,7 @@ static int map_dir_block(struct fs *fs, struct knode *dir, blk64_t lblk, blk64_t
 			ext2fs_extent_free(h);
 		}
 	} else {
-		e = ext2fs_bmap2(fs->e2, dir->ino, EI(dir), NULL, BMAP_SET, lblk, NULL, &pblk);
+		e = ext2fs_bmap2(fs->e2, dir->ino, EI(dir), NULL, BMAP_SET | BMAP_ALLOC, lblk, NULL, &pblk);
 	}
 	if (!e)
 		e = ext2fs_iblk_add_blocks(fs->e2, EI(dir), 1);
@@ -800,7 +800,7 @@ static int make_dir_block(struct fs *fs, struct knode *k, ext2_ino_t parent)
 			ext2fs_extent_free(h);
 		}
 	} else {
-		e = ext2fs_bmap2(fs->e2, k->ino, EI(k), NULL, BMAP_SET, 0, NULL, &blk);
+		e = ext2fs_bmap2(fs->e2, k->ino, EI(k), NULL, BMAP_SET | BMAP_ALLOC, 0, NULL, &blk);
 	}
 	if (e) {
 		ext2fs_block_alloc_stats2(fs->e2, blk, -1);
@@ -849,7 +849,7 @@ static int store_symlink(struct fs *fs, struct knode *k, const char *target)
 			ext2fs_extent_free(h);
 		}
 	} else {
-		e = ext2fs_bmap2(fs->e2, k->ino, EI(k), NULL, BMAP_SET, 0, NULL, &blk);
+		e = ext2fs_bmap2(fs->e2, k->ino, EI(k), NULL, BMAP_SET | BMAP_ALLOC, 0, NULL, &blk);
 	}
 	if (e)
 		return fs_errno(e);

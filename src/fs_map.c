@@ -260,11 +260,11 @@ static int allocate_hole(struct fs *fs, struct knode *k, uint64_t fblk, uint64_t
 	return 0;
 }
 
+static void release_fresh_from(struct fs *fs, const struct io_map *m, unsigned from, uint32_t skip);
+
 static void release_fresh(struct fs *fs, const struct io_map *m)
 {
-	for (unsigned i = 0; i < m->n; i++)
-		if (m->seg[i].fresh)
-			ext2fs_block_alloc_stats_range(fs->e2, m->seg[i].pblk, m->seg[i].nblk, -1);
+	release_fresh_from(fs, m, 0, 0);
 }
 
 /* Replace the holes of `cur` by fresh blocks; the result goes to *out. */
@@ -507,46 +507,69 @@ static errcode_t extent_mark_written(ext2_extent_handle_t h, blk64_t lblk, blk64
 	return 0;
 }
 
-static errcode_t commit_extents(struct fs *fs, struct knode *k, const struct io_map *m)
+/* Make the fresh blocks of a write reachable and convert its unwritten
+ * ones. On failure, *stop is the first segment not (wholly) committed. */
+static errcode_t commit_extents(struct fs *fs, struct knode *k, const struct io_map *m,
+				unsigned *stop)
 {
 	ext2_extent_handle_t h;
 	errcode_t e = ext2fs_extent_open2(fs->e2, k->ino, EI(k), &h);
+	unsigned i;
 
-	for (unsigned i = 0; i < m->n && !e; i++) {
+	for (i = 0; i < m->n && !e; i++) {
 		const struct io_seg *s = &m->seg[i];
 
 		if (s->fresh) {
 			e = extent_insert_range(h, s->fblk, s->pblk, s->nblk, false);
-			if (!e)
-				e = ext2fs_iblk_add_blocks(fs->e2, EI(k), s->nblk);
+			if (e)
+				break;
+			e = ext2fs_iblk_add_blocks(fs->e2, EI(k), s->nblk);
 			if (!e)
 				e = extent_merge_around(h, s->fblk + s->nblk - 1);
 		} else if (s->unwritten) {
 			e = extent_mark_written(h, s->fblk, s->nblk);
 		}
 	}
+	*stop = e ? i : m->n;
 	if (h)
 		ext2fs_extent_free(h);
 	return e;
 }
 
-static errcode_t commit_indirect(struct fs *fs, struct knode *k, const struct io_map *m)
+/* Block-mapped (ext2/ext3) files: point the (indirect) map at each block;
+ * libext2fs allocates the indirect blocks that are missing. */
+static errcode_t commit_indirect(struct fs *fs, struct knode *k, const struct io_map *m,
+				 unsigned *stop, uint32_t *stop_blk)
 {
 	for (unsigned i = 0; i < m->n; i++) {
 		const struct io_seg *s = &m->seg[i];
 
 		for (uint32_t j = 0; s->fresh && j < s->nblk; j++) {
 			blk64_t p = s->pblk + j;
-			errcode_t e = ext2fs_bmap2(fs->e2, k->ino, EI(k), NULL, BMAP_SET,
+			errcode_t e = ext2fs_bmap2(fs->e2, k->ino, EI(k), NULL, BMAP_SET | BMAP_ALLOC,
 						   s->fblk + j, NULL, &p);
 
 			if (!e)
 				e = ext2fs_iblk_add_blocks(fs->e2, EI(k), 1);
-			if (e)
+			if (e) {
+				*stop = i;
+				*stop_blk = j;
 				return e;
+			}
 		}
 	}
+	*stop = m->n;
 	return 0;
+}
+
+/* Give back fresh blocks that never became reachable: from segment `from`
+ * (its first `skip` blocks excepted) on. */
+static void release_fresh_from(struct fs *fs, const struct io_map *m, unsigned from, uint32_t skip)
+{
+	for (unsigned i = from; i < m->n; i++, skip = 0)
+		if (m->seg[i].fresh && m->seg[i].nblk > skip)
+			ext2fs_block_alloc_stats_range(fs->e2, m->seg[i].pblk + skip,
+						       m->seg[i].nblk - skip, -1);
 }
 
 int fs_write_commit(struct fs *fs, struct fs_dio *d, int err)
@@ -559,10 +582,15 @@ int fs_write_commit(struct fs *fs, struct fs_dio *d, int err)
 	if (err) {
 		release_fresh(fs, d->map);
 	} else if (d->needs_commit) {
+		unsigned stop = 0;
+		uint32_t stop_blk = 0;
+
 		/* the data is on the device: now it may become reachable */
-		e = is_extent_file(k) ? commit_extents(fs, k, d->map) : commit_indirect(fs, k, d->map);
+		e = is_extent_file(k) ? commit_extents(fs, k, d->map, &stop)
+				      : commit_indirect(fs, k, d->map, &stop, &stop_blk);
 		if (e) {
 			r = fs_errno(e);
+			release_fresh_from(fs, d->map, stop, stop_blk);
 			fs->errors = fs->errors || r == -EIO;
 		}
 		if (!r && d->new_size > kn_size(k))
@@ -644,7 +672,8 @@ int fs_fallocate(struct fs *fs, ino_t ino, int mode, uint64_t off, uint64_t len,
 	if (r)
 		goto out;
 	bs = fs->bs;
-	if (!is_extent_file(k))
+	/* block-mapped files can only have holes punched, as on ext4 */
+	if (!is_extent_file(k) && !(mode & FALLOC_FL_PUNCH_HOLE))
 		r = -EOPNOTSUPP;
 	else if (end > fs_max_size(fs, k))
 		r = -EFBIG;

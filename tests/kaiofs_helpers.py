@@ -4,11 +4,12 @@ Everything here talks to kaiofs only through its command line, the mounted
 file system, the statistics tool and the device it was given.
 """
 
-import errno
+import ctypes
 import hashlib
 import json
 import mmap
 import os
+import platform
 import re
 import shutil
 import signal
@@ -648,15 +649,10 @@ def pid_alive(pid):
         return False
 
 
-ERRNO_NAMES = errno.errorcode
-
 
 # --------------------------------------------------------------------------
 # Linux native AIO through ctypes (lets one thread keep many writes in
 # flight, which buffered or synchronous I/O on one inode cannot)
-
-import ctypes
-import platform
 
 _AIO_SYSCALLS = {
     # io_setup, io_destroy, io_getevents, io_submit
