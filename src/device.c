@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/fs.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,9 +18,21 @@ static int open_direct(const char *path, bool ro, bool excl)
 	int flags = (ro ? O_RDONLY : O_RDWR) | O_DIRECT | O_CLOEXEC;
 
 	/* O_EXCL on a block device refuses it while mounted or held elsewhere */
-	if (excl && !ro)
+	if (excl)
 		flags |= O_EXCL;
 	return open(path, flags);
+}
+
+static bool blockdev_is_readonly(const char *path)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC), ro = 0;
+
+	if (fd < 0)
+		return false;
+	if (ioctl(fd, BLKROGET, &ro) != 0)
+		ro = 0;
+	close(fd);
+	return ro != 0;
 }
 
 /* Why open(O_DIRECT) failed with EINVAL: usually a filesystem without
@@ -40,6 +53,28 @@ static void explain_einval(const char *path, char *err, size_t errlen)
 		close(fd);
 }
 
+/* The file offset alignment O_DIRECT needs on this file (statx DIOALIGN,
+ * which this glibc's struct statx does not name yet: it is the u32 at byte
+ * 0x9c). Where the filesystem does not say (tmpfs), try a 512-byte read. */
+static unsigned file_dio_alignment(int fd)
+{
+	struct statx stx;
+	uint32_t align = 0;
+	void *buf;
+
+	memset(&stx, 0, sizeof(stx));
+	if (statx(fd, "", AT_EMPTY_PATH, 0x2000 /* STATX_DIOALIGN */, &stx) == 0 &&
+	    (stx.stx_mask & 0x2000))
+		memcpy(&align, (char *)&stx + 0x9c, sizeof(align));
+	if (align >= 512 && align <= 65536)
+		return align;
+	if (posix_memalign(&buf, 4096, 512) != 0)
+		return 4096;
+	align = pread(fd, buf, 512, 512) >= 0 ? 512 : 4096;
+	free(buf);
+	return align;
+}
+
 static int read_geometry(struct device *dev, const struct stat *st, char *err, size_t errlen)
 {
 	if (dev->is_blockdev) {
@@ -55,7 +90,7 @@ static int read_geometry(struct device *dev, const struct stat *st, char *err, s
 		dev->logical_block = (unsigned)lbs;
 	} else {
 		dev->size = (uint64_t)st->st_size;
-		dev->logical_block = 512;
+		dev->logical_block = file_dio_alignment(dev->fd);
 	}
 	return 0;
 }
@@ -79,6 +114,11 @@ int device_open(struct device *dev, const char *path, bool want_ro, bool exclusi
 	}
 	dev->is_blockdev = S_ISBLK(st.st_mode);
 	dev->readonly = want_ro;
+	/* a read-only block device may still open O_RDWR: ask it */
+	if (dev->is_blockdev && !want_ro && blockdev_is_readonly(path)) {
+		want_ro = dev->readonly = true;
+		*ro_reason = "the device is read-only";
+	}
 	dev->fd = open_direct(path, want_ro, dev->is_blockdev && exclusive);
 	if (dev->fd < 0 && !want_ro && (errno == EROFS || errno == EACCES || errno == EPERM)) {
 		int saved = errno;

@@ -514,8 +514,11 @@ struct fs *fs_mount(const struct fs_mount_opts *o, bool *readonly_out, char *err
 		return NULL;
 	}
 	fs->ro = o->readonly;
+	/* exclusive even read-only: nobody may change it under us */
+	flags |= EXT2_FLAG_EXCLUSIVE;
 	if (!fs->ro)
-		flags |= EXT2_FLAG_RW | EXT2_FLAG_EXCLUSIVE;
+		flags |= EXT2_FLAG_RW;
+	add_error_table(&et_ext2_error_table);
 	e = ext2fs_open2(o->device, "cache=off", flags, 0, 0, unix_io_manager, &fs->e2);
 	if (e) {
 		open_error(o->device, e, err, errlen);
@@ -523,6 +526,10 @@ struct fs *fs_mount(const struct fs_mount_opts *o, bool *readonly_out, char *err
 		return NULL;
 	}
 	fs->e2->flags |= EXT2_FLAG_MASTER_SB_ONLY;
+	/* libext2fs would otherwise read-modify-write metadata in page-sized
+	 * units on image files, across data blocks the AIO path owns */
+	if (o->dio_align && o->dio_align <= fs->e2->blocksize)
+		fs->e2->io->align = (int)o->dio_align;
 	fs->e2->umask = 0;
 	fs->bs = fs->e2->blocksize;
 	fs->inode_size = EXT2_INODE_SIZE(fs->e2->super);
@@ -593,6 +600,8 @@ int fs_unmount(struct fs *fs)
 	r2 = fs_errno(ext2fs_close_free(&fs->e2));
 	if (r2 && !r)
 		r = r2;
+	if (!r && fs->errors)
+		r = -EIO;
 	pthread_mutex_unlock(&fs->lock);
 	pthread_mutex_destroy(&fs->lock);
 	free(fs->htab);

@@ -28,6 +28,7 @@ struct fs_cred {
 struct fs_mount_opts {
 	const char *device;
 	bool readonly;
+	unsigned dio_align;     /* O_DIRECT alignment of the device */
 };
 
 /* Open and check the volume, writing nothing. Returns NULL with a one-line
@@ -140,6 +141,9 @@ void fs_dio_free(struct fs_dio *d);
  * lseek SEEK_DATA / SEEK_HOLE. */
 int fs_fallocate(struct fs *fs, ino_t ino, int mode, uint64_t off, uint64_t len,
 		 const struct fs_cred *cr);
+/* Would fs_fallocate refuse this mode and range outright? (Checked before
+ * the caller zeroes any edge.) */
+int fs_fallocate_check(struct fs *fs, ino_t ino, int mode, uint64_t off, uint64_t len);
 int fs_lseek(struct fs *fs, ino_t ino, off_t off, int whence, off_t *out);
 
 #endif

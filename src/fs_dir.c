@@ -437,23 +437,86 @@ static mode_t mode_of_ftype(int t)
 	return t > 0 && t < (int)(sizeof(m) / sizeof(m[0])) ? m[t] : 0;
 }
 
-/* The slow path for htree directories: libext2fs keeps the index right. */
-static int dir_add_indexed(struct fs *fs, struct knode *dir, const char *name, ext2_ino_t ino,
-			   int type)
+/* ---- turning an htree directory into a linear one ---- */
+
+struct unindex {
+	ext2_ino_t dir, parent;
+	char *buf;
+	int err;
+};
+
+/* Block 0 (the dx root) becomes a plain "." and ".." block; interior index
+ * blocks (one empty entry spanning the block) become empty blocks. Leaf
+ * blocks are ordinary directory blocks already. */
+static int unindex_block(ext2_filsys e2, blk64_t *blk, e2_blkcnt_t blockcnt, blk64_t ref_blk,
+			 int ref_offset, void *priv)
 {
+	struct unindex *u = priv;
+	struct ext2_dir_entry *de = (struct ext2_dir_entry *)u->buf;
+	unsigned rl = 0;
+	char *fresh = NULL;
 	errcode_t e;
-	int r = kn_flush(fs, dir);
+
+	(void)ref_blk;
+	(void)ref_offset;
+	if (blockcnt < 0)
+		return 0;
+	e = io_channel_read_blk64(e2->io, *blk, 1, u->buf);
+	if (!e && blockcnt > 0) {
+		ext2fs_get_rec_len(e2, de, &rl);
+		if (de->inode || rl != e2->blocksize)
+			return 0;
+	}
+	if (!e)
+		e = ext2fs_new_dir_block(e2, blockcnt == 0 ? u->dir : 0, u->parent, &fresh);
+	if (!e)
+		e = ext2fs_write_dir_block4(e2, *blk, fresh, 0, u->dir);
+	ext2fs_free_mem(&fresh);
+	if (e) {
+		u->err = fs_errno(e);
+		return BLOCK_ABORT;
+	}
+	return 0;
+}
+
+static int parent_of(struct fs *fs, struct knode *dir, ext2_ino_t *out);
+
+/* kaiofs edits only linear directories (whose entries never move, so readdir
+ * offsets stay stable); the kernel reads them, e2fsck -D can index them again. */
+static int dir_unindex(struct fs *fs, struct knode *dir)
+{
+	struct unindex u = { .dir = dir->ino };
+	errcode_t e;
+	int r = parent_of(fs, dir, &u.parent);
 
 	if (r)
 		return r;
-	e = ext2fs_link(fs->e2, dir->ino, name, ino, type);
-	if (e == EXT2_ET_DIR_NO_SPACE) {
-		e = ext2fs_expand_dir(fs->e2, dir->ino);
-		if (!e)
-			e = ext2fs_link(fs->e2, dir->ino, name, ino, type);
-	}
-	r = kn_reload(fs, dir);
-	return e ? fs_errno(e) : r;
+	dir->inode.i_flags &= ~EXT2_INDEX_FL;
+	dir->dirty = true;
+	if ((r = kn_write(fs, dir)))
+		return r;
+	u.buf = malloc(fs->bs);
+	if (!u.buf)
+		return -ENOMEM;
+	e = ext2fs_block_iterate3(fs->e2, dir->ino, 0, NULL, unindex_block, &u);
+	free(u.buf);
+	r = u.err ? u.err : fs_errno(e);
+	if (!r)
+		r = kn_reload(fs, dir);
+	dirindex_free(dir->dir);
+	dir->dir = NULL;
+	return r;
+}
+
+/* The index of a directory about to change, made linear first. */
+static int dir_index_for_change(struct fs *fs, struct knode *dir, struct dirindex **out)
+{
+	int r = dir_index(fs, dir, out);
+
+	if (r || (*out)->linear)
+		return r;
+	r = dir_unindex(fs, dir);
+	return r ? r : dir_index(fs, dir, out);
 }
 
 /* Map a new block at the end of a directory. */
@@ -577,12 +640,11 @@ static int dir_add(struct fs *fs, struct knode *dir, const char *name, ext2_ino_
 {
 	struct dirindex *d;
 	uint64_t pos = NO_POS;
-	int r = dir_index(fs, dir, &d);
+	int r = dir_index_for_change(fs, dir, &d);
 
 	if (r)
 		return r;
-	r = d->linear ? dir_add_linear(fs, dir, d, name, ino, type, &pos)
-		      : dir_add_indexed(fs, dir, name, ino, type);
+	r = dir_add_linear(fs, dir, d, name, ino, type, &pos);
 	if (r)
 		return r;
 	kn_touch(fs, dir, true, true, false);
@@ -603,10 +665,14 @@ static int edit_remove(struct fs *fs, char *buf, void *arg)
 
 static int dir_remove(struct fs *fs, struct knode *dir, const char *name, ext2_ino_t ino)
 {
-	struct dirindex *d = dir->dir;
-	struct dent *de = d ? di_find(d, name) : NULL;
+	struct dirindex *d;
+	struct dent *de;
 	errcode_t e;
-	int r;
+	int r = dir_index_for_change(fs, dir, &d);
+
+	if (r)
+		return r;
+	de = di_find(d, name);
 
 	if (d && d->linear && de && de->pos != NO_POS) {
 		size_t lblk = de->pos / fs->bs;

@@ -312,7 +312,10 @@ static void kill_suid(struct knode *k, const struct fs_cred *cr)
 		return;
 	if (mode & LINUX_S_ISUID)
 		mode &= (__u16)~LINUX_S_ISUID;
-	if ((mode & (LINUX_S_ISGID | LINUX_S_IXGRP)) == (LINUX_S_ISGID | LINUX_S_IXGRP))
+	/* set-gid means set-gid when group-executable; otherwise it goes only
+	 * for a writer outside the file's group */
+	if ((mode & (LINUX_S_ISGID | LINUX_S_IXGRP)) == (LINUX_S_ISGID | LINUX_S_IXGRP) ||
+	    ((mode & LINUX_S_ISGID) && cr->gid != (gid_t)inode_gid(k->inode)))
 		mode &= (__u16)~LINUX_S_ISGID;
 	if (mode != k->inode.i_mode) {
 		k->inode.i_mode = mode;
@@ -423,6 +426,9 @@ static errcode_t join(ext2_extent_handle_t h, struct ext2fs_extent *a, const str
 
 	if (!e)
 		e = ext2fs_extent_delete(h, 0);
+	/* b may have been the first of its leaf: its parents' keys move on */
+	if (!e && ext2fs_extent_goto2(h, 0, b->e_lblk + b->e_len) == 0)
+		e = ext2fs_extent_fix_parents(h);
 	if (!e)
 		e = ext2fs_extent_goto2(h, 0, a->e_lblk);
 	if (e)
@@ -653,13 +659,10 @@ static int preallocate(struct fs *fs, struct knode *k, uint64_t b0, uint64_t b1,
 	return e == EXT2_ET_BLOCK_ALLOC_FAIL ? -ENOSPC : fs_errno(e);
 }
 
-int fs_fallocate(struct fs *fs, ino_t ino, int mode, uint64_t off, uint64_t len,
-		 const struct fs_cred *cr)
+/* Why fallocate(mode) over [.., end) cannot be done on k, or 0. */
+static int fallocate_refusal(struct fs *fs, struct knode *k, int mode, uint64_t end)
 {
 	const int known = FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE;
-	uint64_t bs, end = off + len;
-	struct knode *k;
-	int r;
 
 	if (mode & ~known)
 		return -EOPNOTSUPP;
@@ -667,16 +670,42 @@ int fs_fallocate(struct fs *fs, ino_t ino, int mode, uint64_t off, uint64_t len,
 		return -EOPNOTSUPP;
 	if (fs->ro)
 		return -EROFS;
+	/* block-mapped files can only have holes punched, as on ext4 */
+	if (!is_extent_file(k) && !(mode & FALLOC_FL_PUNCH_HOLE))
+		return -EOPNOTSUPP;
+	if (end > fs_max_size(fs, k))
+		return -EFBIG;
+	return 0;
+}
+
+int fs_fallocate_check(struct fs *fs, ino_t ino, int mode, uint64_t off, uint64_t len)
+{
+	struct knode *k;
+	int r;
+
+	pthread_mutex_lock(&fs->lock);
+	r = get_regular(fs, ino, &k);
+	if (!r) {
+		r = fallocate_refusal(fs, k, mode, off + len);
+		kn_put(fs, k);
+	}
+	pthread_mutex_unlock(&fs->lock);
+	return r;
+}
+
+int fs_fallocate(struct fs *fs, ino_t ino, int mode, uint64_t off, uint64_t len,
+		 const struct fs_cred *cr)
+{
+	uint64_t bs = fs->bs, end = off + len;
+	struct knode *k;
+	int r;
+
 	pthread_mutex_lock(&fs->lock);
 	r = get_regular(fs, ino, &k);
 	if (r)
 		goto out;
-	bs = fs->bs;
-	/* block-mapped files can only have holes punched, as on ext4 */
-	if (!is_extent_file(k) && !(mode & FALLOC_FL_PUNCH_HOLE))
-		r = -EOPNOTSUPP;
-	else if (end > fs_max_size(fs, k))
-		r = -EFBIG;
+	if ((r = fallocate_refusal(fs, k, mode, end)))
+		;
 	else if (mode & FALLOC_FL_PUNCH_HOLE)
 		r = punch_blocks(fs, k, (off + bs - 1) / bs, end / bs);
 	else if (mode & FALLOC_FL_ZERO_RANGE) {

@@ -238,7 +238,8 @@ static int prepare(struct mount_ctx *m, struct fuse_args *args, const char **ro_
 		return 1;
 	}
 	if (!o->raw) {
-		struct fs_mount_opts fo = { .device = o->device, .readonly = m->dev.readonly };
+		struct fs_mount_opts fo = { .device = o->device, .readonly = m->dev.readonly,
+					    .dio_align = m->dev.logical_block };
 
 		m->fs = fs_mount(&fo, &ro, err, sizeof(err));
 		if (!m->fs) {

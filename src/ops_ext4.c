@@ -425,14 +425,14 @@ static void e4_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, of
 	}
 	waiter_init(&w);
 	lock_range(rl, &w, round_down((uint64_t)off, f->bs), round_up(end, f->bs));
-	if (mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE)) {
+	r = fs_fallocate_check(f->fs, to_fs(ino), mode, (uint64_t)off, (uint64_t)len);
+	if (!r && (mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE))) {
 		struct stat st;
 
 		/* only bytes inside the file need zeroing */
 		r = fs_getattr(f->fs, to_fs(ino), &st);
-		if (!r && (uint64_t)off < (uint64_t)st.st_size && (mode & ~(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE)) == 0 &&
-		    !((mode & FALLOC_FL_PUNCH_HOLE) && !(mode & FALLOC_FL_KEEP_SIZE)))
-			r = zero_edges(f, ino, (uint64_t)off,
+		if (!r && (uint64_t)off < (uint64_t)st.st_size)
+			r = zero_edges(f, to_fs(ino), (uint64_t)off,
 				       end < (uint64_t)st.st_size ? end : (uint64_t)st.st_size, &w);
 	}
 	if (!r)
