@@ -612,29 +612,74 @@ int fs_write_commit(struct fs *fs, struct fs_dio *d, int err)
 
 /* ---- truncate, fallocate, seek ---- */
 
+/* ext2fs_punch fails ("extent not found") when the range starts before the
+ * first extent of the tree: start at the first extent that reaches it. */
+static errcode_t first_mapped_from(struct fs *fs, struct knode *k, blk64_t *start, bool *any)
+{
+	ext2_extent_handle_t h;
+	struct ext2fs_extent ex;
+	errcode_t e = ext2fs_extent_open2(fs->e2, k->ino, EI(k), &h);
+
+	*any = false;
+	if (e)
+		return e;
+	e = ext2fs_extent_goto2(h, 0, *start);
+	if (e == 0 || e == EXT2_ET_EXTENT_NOT_FOUND)
+		e = ext2fs_extent_get(h, EXT2_EXTENT_CURRENT, &ex);
+	while (!e && ex.e_lblk + ex.e_len <= *start)
+		e = ext2fs_extent_get(h, EXT2_EXTENT_NEXT_LEAF, &ex);
+	if (!e) {
+		*any = true;
+		if (ex.e_lblk > *start)
+			*start = ex.e_lblk;
+	}
+	ext2fs_extent_free(h);
+	return 0; /* no extent at or after start: nothing to punch */
+}
+
+/* Free the blocks of [start, end] (inclusive). A failure still leaves the
+ * inode as libext2fs changed it, written, and the volume marked for e2fsck. */
+static int punch(struct fs *fs, struct knode *k, blk64_t start, blk64_t end)
+{
+	bool any = true;
+	errcode_t e = 0;
+
+	if (is_extent_file(k))
+		e = first_mapped_from(fs, k, &start, &any);
+	/* and it can fail on a range that begins at the tree's first extent
+	 * (seen emptying a two-level tree): punch that first block on its own */
+	if (!e && any && start < end && is_extent_file(k))
+		e = ext2fs_punch(fs->e2, k->ino, EI(k), NULL, start + 1, end);
+	if (!e && any && start <= end)
+		e = ext2fs_punch(fs->e2, k->ino, EI(k), NULL, start, is_extent_file(k) ? start : end);
+	if (e) {
+		fs->errors = true;
+		k->dirty = true;
+		kn_write(fs, k);
+	}
+	return fs_errno(e);
+}
+
 int map_truncate(struct fs *fs, struct knode *k, uint64_t size)
 {
 	uint64_t first_free = (size + fs->bs - 1) / fs->bs;
-	errcode_t e = 0;
+	int r = 0;
 
-	if (ext2fs_inode_has_valid_blocks2(fs->e2, EI(k)) &&
-	    size <= kn_size(k))
-		e = ext2fs_punch(fs->e2, k->ino, EI(k), NULL, first_free, ~0ULL);
-	if (e)
-		return fs_errno(e);
+	if (ext2fs_inode_has_valid_blocks2(fs->e2, EI(k)) && size <= kn_size(k))
+		r = punch(fs, k, first_free, ~0ULL);
+	if (r)
+		return r;
 	kn_set_size(fs, k, size);
 	return 0;
 }
 
 static int punch_blocks(struct fs *fs, struct knode *k, uint64_t b0, uint64_t b1)
 {
-	errcode_t e;
 
 	if (b0 >= b1)
 		return 0;
 	map_quiesce_reads(fs, k);
-	e = ext2fs_punch(fs->e2, k->ino, EI(k), NULL, b0, b1 - 1);
-	return fs_errno(e);
+	return punch(fs, k, b0, b1 - 1);
 }
 
 static int preallocate(struct fs *fs, struct knode *k, uint64_t b0, uint64_t b1,

@@ -108,6 +108,7 @@ class RandomOps:
         self.dfd = {}
         self.pool = rng.randbytes(POOL)
         self.history = collections.deque(maxlen=25)
+        self.stderr = lambda: ""
         self.counts = collections.Counter()
         for n in self.names:
             self.fd[n] = os.open(self.path(n), os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
@@ -330,8 +331,8 @@ class RandomOps:
         self.history.append("#%d %s %s %s" % (self.i, what, n, " ".join(map(str, args))))
 
     def fail(self, msg):
-        pytest.fail("%s\nafter these operations (most recent last):\n%s"
-                    % (msg, "\n".join(self.history)), pytrace=False)
+        pytest.fail("%s\nafter these operations (most recent last):\n%s\nkaiofs stderr:\n%s"
+                    % (msg, "\n".join(self.history), self.stderr()[-3000:]), pytrace=False)
 
     def run(self, nops):
         names = [o for o, _ in self.OPS]
@@ -377,6 +378,7 @@ def test_random_operations_against_model(volumes, workdir, seed, rng, nops):
     dev = volumes.make("ext4", size=128 * MiB)
     m = volumes.mount(dev)
     ops = RandomOps(m.mountpoint, rng)
+    ops.stderr = lambda: m.stderr
     try:
         ops.run(nops)
         for n in ops.names:
