@@ -206,6 +206,18 @@ static void table_remove(struct fs *fs, struct knode *k)
 	fs->count--;
 }
 
+/* A loaded knode joins the table, pinned once. */
+static void table_insert(struct fs *fs, struct knode *k)
+{
+	rangelock_init(&k->wlock);
+	k->default_acl = -1;
+	k->pins = 1;
+	k->hnext = fs->htab[hslot(fs, k->ino)];
+	fs->htab[hslot(fs, k->ino)] = k;
+	if (++fs->count > fs->hsize)
+		table_grow(fs);
+}
+
 static int read_inode(struct fs *fs, ext2_ino_t ino, struct ext2_inode_large *in)
 {
 	errcode_t e;
@@ -243,13 +255,7 @@ int kn_get(struct fs *fs, ext2_ino_t ino, struct knode **out)
 		free(k);
 		return r;
 	}
-	rangelock_init(&k->wlock);
-	k->default_acl = -1;
-	k->pins = 1;
-	k->hnext = fs->htab[hslot(fs, ino)];
-	fs->htab[hslot(fs, ino)] = k;
-	if (++fs->count > fs->hsize)
-		table_grow(fs);
+	table_insert(fs, k);
 	*out = k;
 	return 0;
 }
@@ -374,13 +380,7 @@ int kn_new(struct fs *fs, struct knode *dir, mode_t mode, const struct fs_cred *
 		return fs_errno(e);
 	}
 	ext2fs_inode_alloc_stats2(fs->e2, ino, +1, LINUX_S_ISDIR(mode));
-	rangelock_init(&k->wlock);
-	k->default_acl = -1;
-	k->pins = 1;
-	k->hnext = fs->htab[hslot(fs, ino)];
-	fs->htab[hslot(fs, ino)] = k;
-	if (++fs->count > fs->hsize)
-		table_grow(fs);
+	table_insert(fs, k);
 	*out = k;
 	return 0;
 }

@@ -851,25 +851,33 @@ static int fill_entry_plus(void *ctx, const char *name, size_t namelen, ino_t in
 	return 0;
 }
 
-static void e4_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
-			   struct fuse_file_info *fi)
+/* readdir and readdirplus: fill one reply buffer from an offset on. */
+static void read_directory(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool plus)
 {
 	struct dirbuf d = { .req = req, .size = size };
 	int r;
 
-	(void)fi;
 	count(FOP_READDIR);
 	d.buf = malloc(size ? size : 1);
 	if (!d.buf) {
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	r = fs_readdirplus(front(req)->fs, to_fs(ino), off, fill_entry_plus, &d);
+	r = plus ? fs_readdirplus(front(req)->fs, to_fs(ino), off, fill_entry_plus, &d)
+		 : fs_readdir(front(req)->fs, to_fs(ino), off, fill_entry, &d);
+	/* entries already counted as looked up must reach the kernel */
 	if (r && d.used == 0)
 		fuse_reply_err(req, -r);
 	else
 		fuse_reply_buf(req, d.buf, d.used);
 	free(d.buf);
+}
+
+static void e4_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+			   struct fuse_file_info *fi)
+{
+	(void)fi;
+	read_directory(req, ino, size, off, true);
 }
 
 static void e4_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -890,22 +898,8 @@ static void e4_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 static void e4_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		       struct fuse_file_info *fi)
 {
-	struct dirbuf d = { .req = req, .size = size };
-	int r;
-
 	(void)fi;
-	count(FOP_READDIR);
-	d.buf = malloc(size ? size : 1);
-	if (!d.buf) {
-		fuse_reply_err(req, ENOMEM);
-		return;
-	}
-	r = fs_readdir(front(req)->fs, to_fs(ino), off, fill_entry, &d);
-	if (r)
-		fuse_reply_err(req, -r);
-	else
-		fuse_reply_buf(req, d.buf, d.used);
-	free(d.buf);
+	read_directory(req, ino, size, off, false);
 }
 
 static void e4_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
