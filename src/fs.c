@@ -315,6 +315,7 @@ void kn_put(struct fs *fs, struct knode *k)
 		kn_flush(fs, k);
 	table_remove(fs, k);
 	dirindex_free(k->dir);
+	map_forget(k);
 	rangelock_destroy(&k->wlock);
 	free(k);
 }
@@ -581,6 +582,7 @@ int fs_unmount(struct fs *fs)
 			if (r2 && !r)
 				r = r2;
 			dirindex_free(k->dir);
+			map_forget(k);
 			rangelock_destroy(&k->wlock);
 			free(k);
 		}

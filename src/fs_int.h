@@ -24,6 +24,8 @@ struct knode {
 	struct rangelock wlock;         /* orders writes, truncates, punches */
 	unsigned reads_inflight;        /* atomic: reads between map and done */
 	struct dirindex *dir;           /* name index of a directory */
+	struct extent_cache *ext;       /* regular files: the extent tree in memory */
+	unsigned quiet_maps;            /* maps since the tree last changed */
 	int8_t default_acl;             /* directories: -1 unknown, 0 none, 1 present */
 };
 
@@ -105,6 +107,8 @@ int acl_follow_mode(struct fs *fs, struct knode *k);
 void dirindex_free(struct dirindex *d);
 
 /* ---- block maps (fs_map.c) ---- */
+/* The file's block map changed: forget the cached extents. */
+void map_forget(struct knode *k);
 uint64_t fs_max_size(struct fs *fs, struct knode *k);
 void kn_set_rdev(struct knode *k, dev_t rdev);
 /* Free the blocks past size (the caller made the range quiet) and set

@@ -101,6 +101,100 @@ static int map_indirect_file(struct fs *fs, struct knode *k, uint64_t b, uint64_
 	return 0;
 }
 
+/* ---- the extent cache ----
+ * Reading a leaf of the extent tree is a device read under the metadata
+ * lock; a file whose map stops changing keeps its extents in memory. */
+
+#define CACHE_AFTER 8   /* maps without a change before the tree is cached */
+
+struct extent_cache {
+	size_t n;
+	struct ext2fs_extent ex[];
+};
+
+void map_forget(struct knode *k)
+{
+	free(k->ext);
+	k->ext = NULL;
+	k->quiet_maps = 0;
+}
+
+static void cache_extents(struct fs *fs, struct knode *k)
+{
+	ext2_extent_handle_t h;
+	struct extent_cache *c = NULL;
+	struct ext2fs_extent ex;
+	size_t cap = 0;
+	errcode_t e;
+
+	if (ext2fs_extent_open2(fs->e2, k->ino, EI(k), &h))
+		return;
+	for (e = ext2fs_extent_get(h, EXT2_EXTENT_ROOT, &ex); !e;
+	     e = ext2fs_extent_get(h, EXT2_EXTENT_NEXT_LEAF, &ex)) {
+		if (!(ex.e_flags & EXT2_EXTENT_FLAGS_LEAF))
+			continue;
+		if (!c || c->n == cap) {
+			struct extent_cache *g;
+
+			cap = cap ? cap * 2 : 16;
+			g = realloc(c, sizeof(*c) + cap * sizeof(ex));
+			if (!g)
+				goto fail;
+			if (!c)
+				g->n = 0;
+			c = g;
+		}
+		c->ex[c->n++] = ex;
+	}
+	if (e != EXT2_ET_EXTENT_NO_NEXT && e != EXT2_ET_EXTENT_NO_DOWN)
+		goto fail;
+	ext2fs_extent_free(h);
+	if (!c && !(c = calloc(1, sizeof(*c))))
+		return;
+	k->ext = c;
+	return;
+fail:
+	ext2fs_extent_free(h);
+	free(c);
+}
+
+/* Map [b, end) from the cached extents. */
+static int map_from_cache(const struct extent_cache *c, uint64_t b, uint64_t end,
+			  struct io_map **m)
+{
+	size_t lo = 0, hi = c->n;
+	int r = 0;
+
+	/* the first extent that ends after b */
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+
+		if (c->ex[mid].e_lblk + c->ex[mid].e_len <= b)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	for (size_t i = lo; !r && b < end; i++) {
+		const struct ext2fs_extent *ex = i < c->n ? &c->ex[i] : NULL;
+
+		if (!ex || ex->e_lblk >= end) {
+			r = add_seg(m, b, 0, end - b, true, false);
+			break;
+		}
+		if (ex->e_lblk > b) {
+			r = add_seg(m, b, 0, ex->e_lblk - b, true, false);
+			b = ex->e_lblk;
+		}
+		uint64_t stop = ex->e_lblk + ex->e_len < end ? ex->e_lblk + ex->e_len : end;
+
+		if (!r)
+			r = add_seg(m, b, ex->e_pblk + (b - ex->e_lblk), stop - b, false,
+				    ex->e_flags & EXT2_EXTENT_FLAGS_UNINIT);
+		b = stop;
+	}
+	return r;
+}
+
 static int map_blocks(struct fs *fs, struct knode *k, uint64_t b, uint64_t end,
 		      struct io_map **out)
 {
@@ -109,8 +203,13 @@ static int map_blocks(struct fs *fs, struct knode *k, uint64_t b, uint64_t end,
 
 	if (!m)
 		return -ENOMEM;
-	r = is_extent_file(k) ? map_extent_file(fs, k, b, end, &m)
-			      : map_indirect_file(fs, k, b, end, &m);
+	if (is_extent_file(k) && !k->ext && ++k->quiet_maps >= CACHE_AFTER)
+		cache_extents(fs, k);
+	if (k->ext)
+		r = map_from_cache(k->ext, b, end, &m);
+	else
+		r = is_extent_file(k) ? map_extent_file(fs, k, b, end, &m)
+				      : map_indirect_file(fs, k, b, end, &m);
 	if (r) {
 		free(m);
 		return r;
@@ -588,6 +687,7 @@ int fs_write_commit(struct fs *fs, struct fs_dio *d, int err)
 	if (err) {
 		release_fresh(fs, d->map);
 	} else if (d->needs_commit) {
+		map_forget(k);
 		unsigned stop = 0;
 		uint32_t stop_blk = 0;
 
@@ -644,6 +744,7 @@ static int punch(struct fs *fs, struct knode *k, blk64_t start, blk64_t end)
 	bool any = true;
 	errcode_t e = 0;
 
+	map_forget(k);
 	if (is_extent_file(k))
 		e = first_mapped_from(fs, k, &start, &any);
 	/* and it can fail on a range that begins at the tree's first extent
@@ -700,6 +801,7 @@ static int preallocate(struct fs *fs, struct knode *k, uint64_t b0, uint64_t b1,
 	free(m);
 	if (holes > free_blocks_for(fs, cr))
 		return -ENOSPC;
+	map_forget(k);
 	e = ext2fs_fallocate(fs->e2, EXT2_FALLOCATE_FORCE_UNINIT, k->ino, EI(k), ~0ULL, b0, b1 - b0);
 	return e == EXT2_ET_BLOCK_ALLOC_FAIL ? -ENOSPC : fs_errno(e);
 }
