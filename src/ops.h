@@ -31,6 +31,10 @@ void raw_fs_init(struct raw_fs *fs, struct io_dev *io, const char *device_path,
 		 bool readonly, const struct conn_tuning *tuning);
 extern const struct fuse_lowlevel_ops raw_ops;
 
+/* Replies of data requests, counted in the statistics. */
+void reply_read(fuse_req_t req, int err, const char *data, size_t len);
+void reply_written(fuse_req_t req, int err, size_t len);
+
 /* Apply the connection settings both modes share. */
 void conn_apply(struct fuse_conn_info *conn, const struct conn_tuning *t);
 

@@ -606,12 +606,7 @@ static void read_reply(void *ctx, int err, const char *data, size_t len)
 	struct pending *p = ctx;
 
 	fs_read_done(p->f->fs, &p->dio);
-	if (err) {
-		fuse_reply_err(p->req, err);
-	} else {
-		STAT_ADD(bytes_read, len);
-		fuse_reply_buf(p->req, data, len);
-	}
+	reply_read(p->req, err, data, len);
 	pending_end(p);
 }
 
@@ -668,12 +663,7 @@ struct wreq {
 static void write_finish(struct wreq *w)
 {
 	rangelock_release(w->rl, &w->lock);
-	if (w->err) {
-		fuse_reply_err(w->p.req, w->err);
-	} else {
-		STAT_ADD(bytes_written, w->wrote);
-		fuse_reply_write(w->p.req, w->wrote);
-	}
+	reply_written(w->p.req, w->err, w->wrote);
 	pending_end(&w->p);
 }
 

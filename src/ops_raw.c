@@ -58,6 +58,26 @@ void raw_fs_init(struct raw_fs *fs, struct io_dev *io, const char *device_path,
 	}
 }
 
+void reply_read(fuse_req_t req, int err, const char *data, size_t len)
+{
+	if (err) {
+		fuse_reply_err(req, err);
+	} else {
+		STAT_ADD(bytes_read, len);
+		fuse_reply_buf(req, data, len);
+	}
+}
+
+void reply_written(fuse_req_t req, int err, size_t len)
+{
+	if (err) {
+		fuse_reply_err(req, err);
+	} else {
+		STAT_ADD(bytes_written, len);
+		fuse_reply_write(req, len);
+	}
+}
+
 void conn_apply(struct fuse_conn_info *conn, const struct conn_tuning *t)
 {
 	conn->max_write = t->max_write;
@@ -230,12 +250,7 @@ static void read_reply(void *ctx, int err, const char *data, size_t len)
 {
 	struct pending *p = ctx;
 
-	if (err) {
-		fuse_reply_err(p->req, err);
-	} else {
-		STAT_ADD(bytes_read, len);
-		fuse_reply_buf(p->req, data, len);
-	}
+	reply_read(p->req, err, data, len);
 	pending_end(p);
 }
 
@@ -272,12 +287,7 @@ static void write_reply(void *ctx, int err, size_t len)
 {
 	struct pending *p = ctx;
 
-	if (err) {
-		fuse_reply_err(p->req, err);
-	} else {
-		STAT_ADD(bytes_written, len);
-		fuse_reply_write(p->req, len);
-	}
+	reply_written(p->req, err, len);
 	pending_end(p);
 }
 
