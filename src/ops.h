@@ -35,6 +35,11 @@ extern const struct fuse_lowlevel_ops raw_ops;
 void reply_read(fuse_req_t req, int err, const char *data, size_t len);
 void reply_written(fuse_req_t req, int err, size_t len);
 
+/* The RWF_* flags a file's writes carry, from its open flags. */
+int open_rwf(int open_flags);
+/* flush(2) of a file: nothing is buffered, so there is nothing to do. */
+void ops_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+
 /* Apply the connection settings both modes share. */
 void conn_apply(struct fuse_conn_info *conn, const struct conn_tuning *t);
 

@@ -458,12 +458,6 @@ static void e4_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
 
 /* ---- open files ---- */
 
-static int open_flags_to_rwf(int flags)
-{
-	/* O_SYNC carries the O_DSYNC bit too */
-	return (flags & O_SYNC) == O_SYNC ? RWF_SYNC : (flags & O_DSYNC) ? RWF_DSYNC : 0;
-}
-
 static void e4_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	int r;
@@ -475,7 +469,7 @@ static void e4_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		return;
 	}
 	fi->direct_io = 1;
-	fi->fh = (uint64_t)open_flags_to_rwf(fi->flags);
+	fi->fh = (uint64_t)open_rwf(fi->flags);
 	if (fuse_reply_open(req, fi) == -ENOENT)
 		fs_release(front(req)->fs, to_fs(ino)); /* the open was interrupted */
 }
@@ -507,17 +501,9 @@ static void e4_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	}
 	e.ino = to_fuse(e.attr.st_ino);
 	fi->direct_io = 1;
-	fi->fh = (uint64_t)open_flags_to_rwf(fi->flags);
+	fi->fh = (uint64_t)open_rwf(fi->flags);
 	if (fuse_reply_create(req, &e, fi) == -ENOENT)
 		fs_release(f->fs, e.attr.st_ino);
-}
-
-static void e4_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
-{
-	(void)ino;
-	(void)fi;
-	count(FOP_FLUSH);
-	fuse_reply_err(req, 0);
 }
 
 static void e4_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -979,7 +965,7 @@ const struct fuse_lowlevel_ops ext4_ops = {
 	.open = e4_open,
 	.read = e4_read,
 	.write = e4_write,
-	.flush = e4_flush,
+	.flush = ops_flush,
 	.release = e4_release,
 	.fsync = e4_fsync,
 	.opendir = e4_opendir,

@@ -78,6 +78,22 @@ void reply_written(fuse_req_t req, int err, size_t len)
 	}
 }
 
+int open_rwf(int open_flags)
+{
+	/* O_SYNC carries the O_DSYNC bit too */
+	if ((open_flags & O_SYNC) == O_SYNC)
+		return RWF_SYNC;
+	return (open_flags & O_DSYNC) ? RWF_DSYNC : 0;
+}
+
+void ops_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	(void)ino;
+	(void)fi;
+	count(FOP_FLUSH);
+	fuse_reply_err(req, 0);
+}
+
 void conn_apply(struct fuse_conn_info *conn, const struct conn_tuning *t)
 {
 	conn->max_write = t->max_write;
@@ -216,8 +232,7 @@ static void raw_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	}
 	fi->direct_io = 1;
 	fi->keep_cache = 0;
-	/* O_SYNC carries the O_DSYNC bit too */
-	fi->fh = (fi->flags & O_SYNC) == O_SYNC ? RWF_SYNC : (fi->flags & O_DSYNC) ? RWF_DSYNC : 0;
+	fi->fh = (uint64_t)open_rwf(fi->flags);
 	fuse_reply_open(req, fi);
 }
 
@@ -356,14 +371,6 @@ static void raw_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_
 	io_flush(fs->io, datasync != 0, flush_reply, p);
 }
 
-static void raw_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
-{
-	(void)ino;
-	(void)fi;
-	count(FOP_FLUSH);
-	fuse_reply_err(req, 0);
-}
-
 static void raw_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	(void)ino;
@@ -444,7 +451,7 @@ const struct fuse_lowlevel_ops raw_ops = {
 	.open = raw_open,
 	.read = raw_read,
 	.write = raw_write,
-	.flush = raw_flush,
+	.flush = ops_flush,
 	.release = raw_release,
 	.fsync = raw_fsync,
 	.opendir = raw_opendir,

@@ -2,6 +2,7 @@
 read-only mounts of an image with the kernel's own ext4 driver."""
 
 import contextlib
+import errno
 import os
 import subprocess
 
@@ -56,3 +57,23 @@ def kernel_mount(image, mountpoint, readonly=True):
 
 def volume_device(image):
     return kh.Device("file", image, image, os.path.getsize(image))
+
+
+def seek_map(fd, size):
+    """Data ranges [(start, end)] as SEEK_DATA/SEEK_HOLE report them."""
+    ranges = []
+    pos = 0
+    while pos < size:
+        try:
+            start = os.lseek(fd, pos, os.SEEK_DATA)
+        except OSError as e:
+            if e.errno == errno.ENXIO:
+                break
+            raise
+        end = os.lseek(fd, start, os.SEEK_HOLE)
+        ranges.append((start, end))
+        if end <= start:
+            ranges.append(("stuck", end))
+            break
+        pos = end
+    return ranges

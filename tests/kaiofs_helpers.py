@@ -528,6 +528,34 @@ class FailedRun:
         return "exit %r, argv %r, stderr %r" % (self.returncode, self.argv, self.stderr)
 
 
+def assert_refused(res, pattern, image, image_hash, mnt, allowed_mounts=()):
+    """A refused start: non-zero exit, exactly one "kaiofs: " line matching
+    pattern on stderr, nothing mounted on mnt, the image unchanged."""
+    problems = []
+    if res.returncode == 0:
+        problems.append("exit status 0")
+    if res.returncode < 0:
+        problems.append("killed by signal %d" % -res.returncode)
+    lines = res.lines
+    if len(lines) != 1:
+        problems.append("expected exactly one line on stderr, got %d" % len(lines))
+    elif not lines[0].startswith("kaiofs: "):
+        problems.append("the line does not start with 'kaiofs: '")
+    elif lines[0].count("kaiofs: ") != 1:
+        problems.append("the 'kaiofs: ' prefix appears inside the message (garbled)")
+    elif not re.search(pattern, lines[0], re.IGNORECASE):
+        problems.append("the message does not match /%s/" % pattern)
+    if os.path.isdir(mnt) and not os.path.islink(mnt):
+        extra = [t for t in mounts_at(mnt) if t not in allowed_mounts]
+        if extra:
+            problems.append("something is mounted on %s: %r" % (mnt, extra))
+            force_unmount(mnt)
+    if sha256_file(image) != image_hash:
+        problems.append("the image was modified")
+    assert not problems, "%s\n  argv: %r\n  exit: %r\n  stderr: %r" % (
+        "; ".join(problems), res.argv, res.returncode, res.stderr)
+
+
 def run_expect_exit(argv, mountpoint=None, timeout=20, env=None):
     """Run a command that must exit on its own (an error before mounting).
 

@@ -57,30 +57,8 @@ def _run(argv, mnt, **kwargs):
 def assert_refused(res, pattern, setup, mnt=None, allowed_mounts=()):
     """One "kaiofs: " line matching pattern, non-zero exit, nothing mounted,
     image unchanged."""
-    mnt = mnt or setup.mnt
-    problems = []
-    if res.returncode == 0:
-        problems.append("exit status 0")
-    if res.returncode < 0:
-        problems.append("killed by signal %d" % -res.returncode)
-    lines = res.lines
-    if len(lines) != 1:
-        problems.append("expected exactly one line on stderr, got %d" % len(lines))
-    elif not lines[0].startswith("kaiofs: "):
-        problems.append("the line does not start with 'kaiofs: '")
-    elif lines[0].count("kaiofs: ") != 1:
-        problems.append("the 'kaiofs: ' prefix appears inside the message (garbled)")
-    elif not re.search(pattern, lines[0], re.IGNORECASE):
-        problems.append("the message does not match /%s/" % pattern)
-    if os.path.isdir(mnt) and not os.path.islink(mnt):
-        extra = [t for t in kh.mounts_at(mnt) if t not in allowed_mounts]
-        if extra:
-            problems.append("something is mounted on %s: %r" % (mnt, extra))
-            kh.force_unmount(mnt)
-    if kh.sha256_file(setup.image) != setup.image_hash:
-        problems.append("the image was modified")
-    assert not problems, "%s\n  argv: %r\n  exit: %r\n  stderr: %r" % (
-        "; ".join(problems), res.argv, res.returncode, res.stderr)
+    kh.assert_refused(res, pattern, setup.image, setup.image_hash, mnt or setup.mnt,
+                      allowed_mounts)
 
 
 # --------------------------------------------------------------------------

@@ -65,25 +65,6 @@ def stop_and_fsck(m, image):
     fs_support.assert_fsck_clean(image)
 
 
-def seek_map(fd, size):
-    """Data ranges [(start, end)] as SEEK_DATA/SEEK_HOLE report them."""
-    ranges = []
-    pos = 0
-    while pos < size:
-        try:
-            start = os.lseek(fd, pos, os.SEEK_DATA)
-        except OSError as e:
-            if e.errno == errno.ENXIO:
-                break
-            raise
-        end = os.lseek(fd, start, os.SEEK_HOLE)
-        ranges.append((start, end))
-        if end <= start:
-            break
-        pos = end
-    return ranges
-
-
 def first_nonzero(buf, start, end):
     seg = bytes(buf[start:end])
     rest = seg.lstrip(b"\0")
@@ -365,7 +346,7 @@ def verify_files(root, model, what, seekmaps=None):
             size = os.fstat(fd).st_size
             assert size == len(d), "%s: %s size %d, expected %d" % (what, n, size, len(d))
             if seekmaps is not None:
-                seekmaps[n] = seek_map(fd, size)
+                seekmaps[n] = fs_support.seek_map(fd, size)
             kh.assert_same_data(kh.pread_exact(fd, size + 1, 0), bytes(d), "%s: %s" % (what, n))
         finally:
             os.close(fd)

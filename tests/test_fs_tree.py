@@ -492,26 +492,6 @@ def file_type(mode):
     return "other(%o)" % mode
 
 
-def seek_map(fd, size):
-    """Data ranges [(start, end)] as SEEK_DATA/SEEK_HOLE report them."""
-    ranges = []
-    pos = 0
-    while pos < size:
-        try:
-            start = os.lseek(fd, pos, os.SEEK_DATA)
-        except OSError as e:
-            if e.errno == errno.ENXIO:
-                break
-            raise
-        end = os.lseek(fd, start, os.SEEK_HOLE)
-        ranges.append((start, end))
-        if end <= start:
-            ranges.append(("stuck", end))
-            break
-        pos = end
-    return ranges
-
-
 def collect(root):
     """Manifest of everything below root: {relpath: record}; problems found
     while walking (duplicate names in a listing) are returned as well."""
@@ -535,7 +515,7 @@ def collect(root):
             fd = os.open(path, os.O_RDONLY)
             try:
                 # before reading: the kernel counts cached pages as data
-                rec["seekmap"] = seek_map(fd, st.st_size)
+                rec["seekmap"] = fs_support.seek_map(fd, st.st_size)
                 rec["data"] = kh.pread_exact(fd, st.st_size + 1, 0)
             finally:
                 os.close(fd)

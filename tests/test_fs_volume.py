@@ -157,30 +157,6 @@ def nobody_can_use_dev_fuse():
     return run_as(probe) == 0
 
 
-def assert_refused(res, pattern, image, image_hash, mnt):
-    """One "kaiofs: " line matching pattern, non-zero exit, nothing mounted,
-    the image unchanged."""
-    problems = []
-    if res.returncode == 0:
-        problems.append("exit status 0")
-    if res.returncode < 0:
-        problems.append("killed by signal %d" % -res.returncode)
-    lines = res.lines
-    if len(lines) != 1:
-        problems.append("expected exactly one line on stderr, got %d" % len(lines))
-    elif not lines[0].startswith("kaiofs: ") or lines[0].count("kaiofs: ") != 1:
-        problems.append("the line does not start with (exactly one) 'kaiofs: '")
-    elif not re.search(pattern, lines[0], re.IGNORECASE):
-        problems.append("the message does not match /%s/" % pattern)
-    if kh.mounts_at(mnt):
-        problems.append("something is mounted on %s: %r" % (mnt, kh.mounts_at(mnt)))
-        kh.force_unmount(mnt)
-    if kh.sha256_file(image) != image_hash:
-        problems.append("the image was modified")
-    assert not problems, "%s\n  argv: %r\n  exit: %r\n  stderr: %r" % (
-        "; ".join(problems), res.argv, res.returncode, res.stderr)
-
-
 def populate(volumes, dev, rng, count=6):
     """Write a few files with a kaiofs mount; returns {name: data}."""
     m = volumes.mount(dev)
@@ -373,7 +349,7 @@ def _refuse(kaiofs_bin, image, mnt, options=(), pattern="."):
     digest = kh.sha256_file(image)
     argv = [kaiofs_bin, "-f"] + (["-o", ",".join(options)] if options else []) + [image, mnt]
     res = kh.run_expect_exit(argv, mountpoint=mnt, timeout=20)
-    assert_refused(res, pattern, image, digest, mnt)
+    kh.assert_refused(res, pattern, image, digest, mnt)
     return res
 
 
@@ -455,7 +431,7 @@ def _second_mount_refused(kaiofs_bin, mounter, target, image, first, rng):
         argv = [kaiofs_bin, "-f"] + (["-o", ",".join(opts)] if opts else []) + [target, mnt2]
         res = kh.run_expect_exit(argv, mountpoint=mnt2, timeout=5)
         # the first mount is idle meanwhile, so the image must not change
-        assert_refused(res, r"lock|busy|in use", image, digest, mnt2)
+        kh.assert_refused(res, r"lock|busy|in use", image, digest, mnt2)
         data = rng.randbytes(50000)
         path = os.path.join(first.mountpoint, "after-%s" % ("ro" if opts else "rw"))
         write_file(path, data)
