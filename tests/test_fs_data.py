@@ -914,3 +914,27 @@ def test_large_sequential_write_is_few_extents(volumes, workdir, rng, fio_bin, w
             n, out[:4000])
         if digest is not None:
             assert kh.sha256_file(os.path.join(k, "big")) == digest
+
+
+def test_truncate_below_the_first_extent_of_a_two_level_tree(volumes, workdir):
+    """Truncating to a size whose first freed block is the first extent of a
+    file with a multi-level extent tree frees every block and leaves e2fsck
+    clean (the range kaiofs punches in two steps)."""
+    dev = volumes.make("ext4", size=64 * MiB, args=("-b", "1024"))
+    m = volumes.mount(dev)
+    path = os.path.join(m.mountpoint, "f")
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        # every other 1 KiB block from block 400 on: hundreds of extents,
+        # so the tree needs leaf blocks under the inode's root
+        for blk in range(400, 2400, 2):
+            os.pwrite(fd, b"d" * 1024, blk * 1024)
+        os.ftruncate(fd, 400 * 1024 - 7)
+        assert os.fstat(fd).st_size == 400 * 1024 - 7
+        assert os.pread(fd, 200, 400 * 1024 - 100) == b"\0" * 93
+    finally:
+        os.close(fd)
+    st = os.stat(path)
+    assert st.st_blocks == 0, "blocks left after the truncate: %d" % st.st_blocks
+    assert m.stop() == 0, m.stderr
+    fs_support.assert_fsck_clean(dev.path)
