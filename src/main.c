@@ -263,6 +263,45 @@ static int prepare(struct mount_ctx *m, struct fuse_args *args, const char **ro_
 	return 0;
 }
 
+static bool has_mount_option(const struct fuse_args *args, const char *name)
+{
+	size_t n = strlen(name);
+
+	for (int i = 1; i < args->argc; i++) {
+		const char *p = args->argv[i];
+
+		if (strncmp(p, "-o", 2) == 0)
+			p += 2;
+		for (; p; p = strchr(p, ',') ? strchr(p, ',') + 1 : NULL)
+			if (strncmp(p, name, n) == 0 && p[n] == '=')
+				return true;
+	}
+	return false;
+}
+
+/* The mount table shows DEVICE as the source and fuse.kaiofs as the type, so
+ * that df, findmnt and umount helpers know the mount; -o fsname= or subtype=
+ * given by the user win. */
+static int add_mount_names(struct fuse_args *args, const char *device)
+{
+	char *name = NULL, *opt = NULL, *full = realpath(device, NULL);
+	int r = -1;
+
+	if (!has_mount_option(args, "subtype") && fuse_opt_add_arg(args, "-osubtype=kaiofs") != 0)
+		return -1;
+	if (has_mount_option(args, "fsname")) {
+		free(full);
+		return 0;
+	}
+	/* commas and backslashes in the path are escaped for the option parser */
+	if (fuse_opt_add_opt_escaped(&name, full ? full : device) == 0 && asprintf(&opt, "-ofsname=%s", name) > 0)
+		r = fuse_opt_add_arg(args, opt);
+	free(full);
+	free(name);
+	free(opt);
+	return r;
+}
+
 static unsigned max_background(const struct options *o)
 {
 	unsigned want = o->queue_depth * o->reapers * 2;
@@ -273,8 +312,11 @@ static unsigned max_background(const struct options *o)
 static struct fuse_session *new_session(struct mount_ctx *m, struct fuse_args *args)
 {
 	struct options *o = m->o;
-	struct conn_tuning tuning = { .max_write = MAX_WRITE, .max_background = max_background(o) };
+	struct conn_tuning tuning = { .max_write = MAX_WRITE, .max_background = max_background(o),
+				     .cached = o->cached };
 
+	if (add_mount_names(args, o->device) != 0)
+		return NULL;
 	io_dev_init(&m->io, m->dev.fd, m->dev.size - m->dev.size % io_unit(&m->dev), io_unit(&m->dev),
 		    m->aio, m->arena);
 	m->io_ready = true;

@@ -15,6 +15,7 @@ struct io_dev;
 struct conn_tuning {
 	unsigned max_write;
 	unsigned max_background;
+	bool cached;            /* io=cached: page cache with write-back */
 };
 
 /* Raw mode: the root directory holds one file, the device itself. */
@@ -34,6 +35,11 @@ extern const struct fuse_lowlevel_ops raw_ops;
 /* Replies of data requests, counted in the statistics. */
 void reply_read(fuse_req_t req, int err, const char *data, size_t len);
 void reply_written(fuse_req_t req, int err, size_t len);
+
+/* How an opened file's data moves: straight to kaiofs (direct I/O), or
+ * through the kernel's page cache in io=cached mode unless the application
+ * asked for O_DIRECT. Also sets the RWF_* flags its writes carry. */
+void open_set_mode(struct fuse_file_info *fi, const struct conn_tuning *t);
 
 /* The RWF_* flags a file's writes carry, from its open flags. */
 int open_rwf(int open_flags);

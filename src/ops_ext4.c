@@ -468,8 +468,7 @@ static void e4_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fuse_reply_err(req, -r);
 		return;
 	}
-	fi->direct_io = 1;
-	fi->fh = (uint64_t)open_rwf(fi->flags);
+	open_set_mode(fi, &front(req)->tuning);
 	if (fuse_reply_open(req, fi) == -ENOENT)
 		fs_release(front(req)->fs, to_fs(ino)); /* the open was interrupted */
 }
@@ -500,8 +499,7 @@ static void e4_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 		return;
 	}
 	e.ino = to_fuse(e.attr.st_ino);
-	fi->direct_io = 1;
-	fi->fh = (uint64_t)open_rwf(fi->flags);
+	open_set_mode(fi, &f->tuning);
 	if (fuse_reply_create(req, &e, fi) == -ENOENT)
 		fs_release(f->fs, e.attr.st_ino);
 }

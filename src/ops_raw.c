@@ -107,6 +107,16 @@ void conn_apply(struct fuse_conn_info *conn, const struct conn_tuning *t)
 	/* the kernel turns O_TRUNC into a truncate and clears set-id bits on
 	 * chown and truncate itself; writes clear them in fs */
 	conn->want &= ~(unsigned)(FUSE_CAP_ATOMIC_O_TRUNC | FUSE_CAP_HANDLE_KILLPRIV);
+	if (t->cached && (conn->capable & FUSE_CAP_WRITEBACK_CACHE))
+		conn->want |= FUSE_CAP_WRITEBACK_CACHE;
+}
+
+void open_set_mode(struct fuse_file_info *fi, const struct conn_tuning *t)
+{
+	fi->direct_io = !t->cached || (fi->flags & O_DIRECT);
+	/* kaiofs is the volume's only writer: cached pages stay valid */
+	fi->keep_cache = !fi->direct_io;
+	fi->fh = (uint64_t)open_rwf(fi->flags);
 }
 
 static void raw_init(void *userdata, struct fuse_conn_info *conn)
@@ -230,9 +240,7 @@ static void raw_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fuse_reply_err(req, EROFS);
 		return;
 	}
-	fi->direct_io = 1;
-	fi->keep_cache = 0;
-	fi->fh = (uint64_t)open_rwf(fi->flags);
+	open_set_mode(fi, &fs->tuning);
 	fuse_reply_open(req, fi);
 }
 

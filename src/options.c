@@ -23,6 +23,7 @@ static const struct fuse_opt optspec[] = {
 	OPT("arena=%s", arena_s, 0),
 	OPT("queue_depth=%s", queue_depth_s, 0),
 	OPT("reapers=%s", reapers_s, 0),
+	OPT("io=%s", io_s, 0),
 	FUSE_OPT_KEY("-h", KEY_HELP),
 	FUSE_OPT_KEY("--help", KEY_HELP),
 	FUSE_OPT_KEY("-V", KEY_VERSION),
@@ -123,6 +124,13 @@ static int check_values(struct options *o, char *err, size_t errlen)
 		}
 		o->reapers = (unsigned)v;
 	}
+	if (o->io_s) {
+		if (strcmp(o->io_s, "cached") != 0 && strcmp(o->io_s, "direct") != 0) {
+			snprintf(err, errlen, "bad value io=%s: want direct or cached", o->io_s);
+			return -1;
+		}
+		o->cached = strcmp(o->io_s, "cached") == 0;
+	}
 	return 0;
 }
 
@@ -159,6 +167,8 @@ void options_usage(const char *prog)
 	       "    -o arena=SIZE          locked bounce-buffer arena (default 64M, at least 4M)\n"
 	       "    -o queue_depth=N       AIO queue depth per context (default %d)\n"
 	       "    -o reapers=N           AIO contexts, each with its reaper thread (default %d)\n"
+	       "    -o io=direct|cached    data path: direct I/O (default), or through the\n"
+	       "                           kernel's page cache with write-back (for shared mmap)\n"
 	       "    -o stats               print the statistics on stderr at unmount\n"
 	       "    -f                     stay in the foreground\n"
 	       "    -d                     debug output (implies -f)\n"
@@ -176,4 +186,5 @@ void options_free(struct options *o)
 	free(o->arena_s);
 	free(o->queue_depth_s);
 	free(o->reapers_s);
+	free(o->io_s);
 }

@@ -19,7 +19,8 @@ struct options {
 	int raw, ro, stats;
 	int foreground, debug, single_thread;
 	int show_help, show_version;
-	char *arena_s, *queue_depth_s, *reapers_s;
+	char *arena_s, *queue_depth_s, *reapers_s, *io_s;
+	bool cached;            /* io=cached: the kernel's page cache in front */
 	uint64_t arena;
 	unsigned queue_depth, reapers;
 	/* parser state */

@@ -34,6 +34,13 @@ def assert_fsck_clean(image):
     assert rc == 0, "e2fsck -fn %s is not clean (exit %d):\n%s" % (image, rc, out)
 
 
+def stop_and_fsck(m, image):
+    """Unmount a kaiofs mount, expect exit status 0, and check the image."""
+    rc = m.stop()
+    assert rc == 0, "kaiofs exited with %r at unmount; stderr:\n%s" % (rc, m.stderr)
+    assert_fsck_clean(image)
+
+
 @contextlib.contextmanager
 def kernel_mount(image, mountpoint, readonly=True):
     """Mount an image with the kernel's ext2/3/4 driver (read-only by

@@ -188,6 +188,8 @@ def test_mountpoint_already_kaiofs(kaiofs_bin, setup, mounter):
     ("arena=-5M", r"arena"),
     ("reapers=0", r"reapers"),
     ("reapers=abc", r"reapers"),
+    ("io=bogus", r"io=bogus.*direct or cached"),
+    ("io=", r"io="),
     ("bogus_option=1", r"bogus_option"),
 ])
 def test_bad_option_value(kaiofs_bin, setup, opt, pattern):

@@ -59,10 +59,7 @@ def renameat2(old, new, flags):
         raise OSError(e, "renameat2(%s, %s, %#x): %s" % (old, new, flags, os.strerror(e)))
 
 
-def stop_and_fsck(m, image):
-    rc = m.stop()
-    assert rc == 0, "kaiofs exited with %r at unmount; stderr:\n%s" % (rc, m.stderr)
-    fs_support.assert_fsck_clean(image)
+stop_and_fsck = fs_support.stop_and_fsck
 
 
 def first_nonzero(buf, start, end):

@@ -73,6 +73,18 @@ def test_listing_and_attributes(device, mounter):
     assert kh.sha256_file(device.backing) == before
 
 
+@pytest.mark.parametrize("fsname", [None, "mydisk"])
+def test_mount_table_names(make_device, mounter, fsname):
+    """The mount table shows the device (absolute, or the user's fsname=) as
+    the source and fuse.kaiofs as the type, for df, findmnt and umount."""
+    dev = make_device("file", 4 * MiB, name="with,comma.img")
+    opts = ("raw",) + (("fsname=" + fsname,) if fsname else ())
+    m = mounter.mount(dev, options=opts)
+    found = [(t, src) for mnt, t, src in kh.mount_table() if mnt == m.mountpoint]
+    assert found == [("fuse.kaiofs", fsname or os.path.realpath(dev.path))], found
+    assert m.stop() == 0, m.stderr
+
+
 @pytest.mark.parametrize("image_size", [64 * MiB + 1000, 3 * BLOCK + 5, 5 * BLOCK],
                          ids=["64M+1000", "12K+5", "20K"])
 def test_image_size_rounded_down(make_device, mounter, image_size):
