@@ -23,6 +23,13 @@ struct arena {
 	uint64_t next_ticket, serving; /* FIFO order of allocators */
 };
 
+#define HUGE_ALIGN (2u << 20)
+
+static char *align_ptr(char *p, size_t align)
+{
+	return (char *)(((uintptr_t)p + align - 1) & ~(uintptr_t)(align - 1));
+}
+
 static bool page_used(const struct arena *a, size_t i)
 {
 	return a->used[i / 64] >> (i % 64) & 1;
@@ -107,7 +114,8 @@ struct arena *arena_create(size_t size, size_t unit, char *err, size_t errlen)
 	a->npages = size / unit;
 	a->free_pages = a->npages;
 	a->used = calloc((a->npages + 63) / 64, sizeof(uint64_t));
-	a->map_len = size + unit;
+	/* room to start on a huge-page boundary */
+	a->map_len = size + (unit > HUGE_ALIGN ? unit : HUGE_ALIGN);
 	a->map = mmap(NULL, a->map_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (!a->used || a->map == MAP_FAILED) {
 		snprintf(err, errlen, "cannot map a %zu MiB I/O arena: %s", size >> 20, strerror(errno));
@@ -115,7 +123,10 @@ struct arena *arena_create(size_t size, size_t unit, char *err, size_t errlen)
 		arena_destroy(a);
 		return NULL;
 	}
-	a->base = (char *)(((uintptr_t)a->map + unit - 1) & ~(uintptr_t)(unit - 1));
+	a->base = align_ptr(a->map, unit > HUGE_ALIGN ? unit : HUGE_ALIGN);
+	/* huge pages make pinning the buffers for each direct I/O cheaper;
+	 * only a hint (transparent huge pages may be off) */
+	madvise(a->base, size, MADV_HUGEPAGE);
 	if (mlock(a->base, size) != 0) {
 		memlock_reason(size, errno, err, errlen);
 		arena_destroy(a);
