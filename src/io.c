@@ -355,6 +355,17 @@ void io_read(struct io_dev *d, uint64_t off, size_t len, io_read_done cb, void *
 
 /* ---- writes ---- */
 
+/* Below this size a copy costs less than tying up a receive buffer. */
+#define ADOPT_MIN (64u << 10)
+
+/* Whole blocks of data already in a suitable arena buffer are written from
+ * where they are, when the buffer's owner gives it up. */
+static bool adopt_buffer(struct io_dev *d, const void *data, size_t len)
+{
+	return d->take_buffer && len >= ADOPT_MIN && (uintptr_t)data % d->unit == 0 &&
+	       d->take_buffer(data, len);
+}
+
 struct io_wop *io_wop_new(struct io_dev *d, uint64_t off, const void *data, size_t len,
 			  uint32_t bs)
 {
@@ -368,6 +379,11 @@ struct io_wop *io_wop_new(struct io_dev *d, uint64_t off, const void *data, size
 	set_span(op, off, len, bs);
 	partial = off != op->a0 || op->span != len;
 	op->alloc_len = op->span + (partial ? 2 * bs : 0);
+	if (!partial && adopt_buffer(d, data, len)) {
+		STAT_ADD(writes_in_place, 1);
+		op->buf = (char *)data;
+		return (struct io_wop *)op;
+	}
 	op->buf = arena_alloc(d->arena, op->alloc_len);
 	memcpy(op->buf + (off - op->a0), data, len);
 	return (struct io_wop *)op;

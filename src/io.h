@@ -51,6 +51,9 @@ struct io_dev {
 	pthread_mutex_t mu;
 	pthread_cond_t idle;
 	unsigned long pending;  /* operations started and not yet called back */
+	/* optional: takes ownership of an arena buffer holding a write's data
+	 * so that it is written from there instead of a copy (see rx.h) */
+	bool (*take_buffer)(const void *data, size_t len);
 };
 
 /* data is valid only during the callback; len may be short at the end. */

@@ -18,12 +18,14 @@
 #include "io.h"
 #include "ops.h"
 #include "options.h"
+#include "rx.h"
 #include "stats.h"
 #include "statsrv.h"
 #include "workq.h"
 
 #define MAX_WRITE (1u << 20)
 #define ERRLEN 512
+#define RX_THREADS 8     /* FUSE receive threads at most */
 
 static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void say(const char *fmt, ...)
@@ -156,19 +158,21 @@ static int start_engine(struct mount_ctx *m)
 	return 0;
 }
 
+/* Receive threads: enough for handlers that wait (on the metadata lock,
+ * or for I/O before a truncate) without stalling the rest, while their
+ * buffers take at most a quarter of the arena. */
+static unsigned rx_threads(const struct mount_ctx *m)
+{
+	size_t n = arena_size(m->arena) / (4 * rx_slot_len(arena_unit(m->arena)));
+
+	return n < 1 ? 1 : n > RX_THREADS ? RX_THREADS : (unsigned)n;
+}
+
 static int run_loop(struct mount_ctx *m)
 {
-	struct fuse_loop_config *cfg;
-	int ret;
-
 	if (m->o->single_thread)
 		return fuse_session_loop(m->se);
-	cfg = fuse_loop_cfg_create();
-	fuse_loop_cfg_set_clone_fd(cfg, 0);
-	fuse_loop_cfg_set_max_threads(cfg, 64);
-	ret = fuse_session_loop_mt(m->se, cfg);
-	fuse_loop_cfg_destroy(cfg);
-	return ret;
+	return rx_loop(m->se, m->arena, rx_threads(m));
 }
 
 static void print_stats(void)
@@ -320,6 +324,8 @@ static struct fuse_session *new_session(struct mount_ctx *m, struct fuse_args *a
 	io_dev_init(&m->io, m->dev.fd, m->dev.size - m->dev.size % io_unit(&m->dev), io_unit(&m->dev),
 		    m->aio, m->arena);
 	m->io_ready = true;
+	if (!o->single_thread)
+		m->io.take_buffer = rx_take_payload;
 	if (o->raw) {
 		raw_fs_init(&m->rawfs, &m->io, o->device, m->dev.readonly, &tuning);
 		return fuse_session_new(args, &raw_ops, sizeof(raw_ops), &m->rawfs);

@@ -123,14 +123,16 @@ static void render_json(struct sbuf *b)
 		  "\"in_flight\":%llu,\"in_flight_peak\":%llu,\"queued\":%llu,\"queued_peak\":%llu},",
 		  G(submits), G(iocbs), iocbs_per_submit(), G(completions), G(errors), G(eagain),
 		  G(short_io), G(in_flight), G(in_flight_peak), G(queued), G(queued_peak));
-	sb_printf(b, "\"arena\":{\"size\":%llu,\"in_use\":%llu,\"peak\":%llu,\"waits\":%llu,\"allocs\":%llu},",
-		  G(arena_size), G(arena_in_use), G(arena_peak), G(arena_waits), G(arena_allocs));
+	sb_printf(b, "\"arena\":{\"size\":%llu,\"in_use\":%llu,\"peak\":%llu,\"waits\":%llu,\"allocs\":%llu,"
+		  "\"rx_buffers\":%llu},",
+		  G(arena_size), G(arena_in_use), G(arena_peak), G(arena_waits), G(arena_allocs), G(arena_rx));
 	sb_printf(b, "\"fuse\":{\"requests\":{");
 	for (unsigned i = 0; i < FOP__COUNT; i++)
 		sb_printf(b, "\"%s\":%llu%s", fop_names[i], G(fuse_requests[i]),
 			  i + 1 < FOP__COUNT ? "," : "");
-	sb_printf(b, "},\"bytes_read\":%llu,\"bytes_written\":%llu,\"rmw_blocks\":%llu,\"lock_waits\":%llu},",
-		  G(bytes_read), G(bytes_written), G(rmw_blocks), G(lock_waits));
+	sb_printf(b, "},\"bytes_read\":%llu,\"bytes_written\":%llu,\"rmw_blocks\":%llu,\"lock_waits\":%llu,"
+		  "\"writes_in_place\":%llu},",
+		  G(bytes_read), G(bytes_written), G(rmw_blocks), G(lock_waits), G(writes_in_place));
 	sb_printf(b, "\"latency\":{\"device\":{");
 	for (unsigned i = 0; i < IOK__COUNT; i++)
 		json_histo(b, iok_names[i], &kstats.device_lat[i], i + 1 < IOK__COUNT);
@@ -163,10 +165,12 @@ static void render_table(struct sbuf *b)
 	sb_printf(b, "arena\n");
 	sb_printf(b, "  size %25llu   in use %13llu   peak %15llu\n",
 		  G(arena_size), G(arena_in_use), G(arena_peak));
-	sb_printf(b, "  allocations %18llu   waits %14llu\n", G(arena_allocs), G(arena_waits));
+	sb_printf(b, "  allocations %18llu   waits %14llu   receive buffers %llu\n", G(arena_allocs),
+		  G(arena_waits), G(arena_rx));
 	sb_printf(b, "fuse\n");
 	sb_printf(b, "  bytes read %19llu   bytes written %6llu\n", G(bytes_read), G(bytes_written));
-	sb_printf(b, "  rmw edge blocks %14llu   overlap waits %6llu\n", G(rmw_blocks), G(lock_waits));
+	sb_printf(b, "  rmw edge blocks %14llu   overlap waits %6llu   writes in place %llu\n",
+		  G(rmw_blocks), G(lock_waits), G(writes_in_place));
 	sb_printf(b, "  requests:");
 	for (unsigned i = 0; i < FOP__COUNT; i++)
 		if (STAT_GET(fuse_requests[i]))

@@ -35,6 +35,8 @@ struct kstats {
 	uint64_t queued, queued_peak; /* waiting for a free queue slot */
 	/* arena */
 	uint64_t arena_size, arena_in_use, arena_peak, arena_waits, arena_allocs;
+	uint64_t arena_rx;         /* of in_use: FUSE receive buffers */
+	uint64_t writes_in_place;  /* writes sent from their receive buffer */
 	/* FUSE front */
 	uint64_t fuse_requests[FOP__COUNT];
 	uint64_t bytes_read, bytes_written;

@@ -647,7 +647,9 @@ def _check_stats_consistent(s, arena_size=None, live=False):
 def _wait_idle(stat_bin, mnt):
     def idle():
         s = kh.get_stats(stat_bin, mnt)
-        return s if s["aio"]["in_flight"] == 0 and s["arena"]["in_use"] == 0 else None
+        # idle: only the FUSE receive buffers are left in the arena
+        arena = s["arena"]
+        return s if s["aio"]["in_flight"] == 0 and arena["in_use"] == arena["rx_buffers"] else None
     s = kh.wait_for(idle, tmo(10), interval=0.1)
     assert s, "kaiofs never became idle: %r" % kh.get_stats(stat_bin, mnt)
     return s
@@ -829,3 +831,36 @@ def test_large_single_requests(device, mounter):
         os.close(fd)
     assert m.stop() == 0, m.stderr
     kh.assert_same_data(device.read_all(), model, "image after unmount")
+
+
+def test_large_aligned_writes_go_out_from_their_receive_buffer(device, mounter, kaiofs_stat_bin):
+    """Whole-block writes of 64 KiB and more are written from the buffer the
+    kernel delivered them in; smaller or unaligned ones are copied. Both land
+    byte for byte, also next to each other and while other writes reuse the
+    receive buffers."""
+    m = mounter.mount(device)
+    expect = bytearray(device.read_all())
+    rng = random.Random(11)
+    fd = os.open(m.file, os.O_RDWR | os.O_DIRECT)
+    try:
+        before = kh.get_stats(kaiofs_stat_bin, m.mountpoint)["fuse"]["writes_in_place"]
+        in_place = 0
+        for off, length in ((0, MiB), (MiB, 64 * 1024), (3 * MiB, 256 * 1024),
+                            (5 * MiB, 60 * 1024), (6 * MiB + BLOCK, MiB - BLOCK)):
+            data = rng.randbytes(length)
+            kh.direct_pwrite(fd, data, off)
+            expect[off:off + length] = data
+            in_place += length >= 64 * 1024
+        after = kh.get_stats(kaiofs_stat_bin, m.mountpoint)["fuse"]["writes_in_place"]
+        assert after - before == in_place, (before, after, in_place)
+    finally:
+        os.close(fd)
+    with open(m.file, "r+b", buffering=0) as f:   # unaligned: copied, edges merged
+        f.seek(8 * MiB + 7)
+        data = rng.randbytes(MiB - 7)
+        f.write(data)
+        expect[8 * MiB + 7:9 * MiB] = data
+    assert kh.get_stats(kaiofs_stat_bin, m.mountpoint)["fuse"]["writes_in_place"] == after
+    kh.assert_same_data(kh.read_file(m.file), bytes(expect), "raw file")
+    assert m.stop() == 0, m.stderr
+    kh.assert_same_data(device.read_all(), bytes(expect), "device after unmount")

@@ -1,0 +1,223 @@
+#include "rx.h"
+#include "arena.h"
+#include "stats.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <semaphore.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+/* A WRITE request is a fuse_in_header (40 bytes) and a fuse_write_in
+ * (40 bytes, kernel ABI 7.9 on) followed by the data. */
+#define WRITE_HDR 80
+/* The largest request: max_write (1 MiB) and its headers, with room. */
+#define MAX_REQ ((1u << 20) + 4096)
+
+/* One receive buffer: a head page whose last WRITE_HDR bytes take the
+ * headers, then the payload, page-aligned. */
+struct slot {
+	char *base;
+	bool taken;             /* the payload pages belong to a write now */
+	size_t taken_len;
+};
+
+struct rx;
+
+struct rx_thread {
+	struct rx *rx;
+	pthread_t tid;
+	bool started;
+	struct slot slot;
+};
+
+struct rx {
+	struct fuse_session *se;
+	struct arena *arena;
+	int fd;
+	size_t head, slot_len;
+	sem_t finished;
+	int error;
+};
+
+static __thread struct slot *current;
+
+static char *payload_of(const struct rx *rx, const struct slot *s)
+{
+	return s->base + rx->head;
+}
+
+static size_t unit_round(size_t len, size_t unit)
+{
+	return (len + unit - 1) / unit * unit;
+}
+
+static struct rx *the_rx;
+
+bool rx_take_payload(const void *data, size_t len)
+{
+	struct slot *s = current;
+
+	if (!s || s->taken || !the_rx || data != payload_of(the_rx, s) || len == 0 ||
+	    len > MAX_REQ)
+		return false;
+	s->taken = true;
+	s->taken_len = unit_round(len, the_rx->head);
+	return true;
+}
+
+/* After a write took the payload: give back the head page and the tail. */
+static void release_rest(struct rx *rx, struct slot *s)
+{
+	char *tail = payload_of(rx, s) + s->taken_len;
+	char *end = s->base + rx->slot_len;
+
+	STAT_SUB(arena_rx, rx->slot_len);
+	arena_free(rx->arena, s->base, rx->head);
+	if (tail < end)
+		arena_free(rx->arena, tail, (size_t)(end - tail));
+	s->base = NULL;
+}
+
+/* Read one request; returns its length, 0 to retry, or -1 to stop. */
+static ssize_t receive(struct rx *rx, struct slot *s)
+{
+	ssize_t n;
+	int err;
+
+	pthread_setcancelstate(PTHREAD_CANCEL_ENABLE, NULL);
+	n = read(rx->fd, payload_of(rx, s) - WRITE_HDR, WRITE_HDR + MAX_REQ);
+	err = errno;
+	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
+	if (fuse_session_exited(rx->se))
+		return -1;
+	if (n > 0)
+		return n;
+	/* ENOENT: the request was interrupted before it was read */
+	if (n < 0 && (err == EINTR || err == EAGAIN || err == ENOENT))
+		return 0;
+	if (n < 0 && err != ENODEV) {
+		fprintf(stderr, "kaiofs: reading /dev/fuse: %s\n", strerror(err));
+		rx->error = err;
+	}
+	return -1;  /* ENODEV (unmounted) or end of file */
+}
+
+static void *rx_main(void *arg)
+{
+	struct rx_thread *t = arg;
+	struct rx *rx = t->rx;
+	ssize_t n;
+
+	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
+	for (;;) {
+		if (!t->slot.base) {
+			t->slot.base = arena_alloc(rx->arena, rx->slot_len);
+			STAT_ADD(arena_rx, rx->slot_len);
+		}
+		n = receive(rx, &t->slot);
+		if (n < 0)
+			break;
+		if (n == 0)
+			continue;
+		struct fuse_buf buf = { .size = (size_t)n, .mem = payload_of(rx, &t->slot) - WRITE_HDR };
+
+		t->slot.taken = false;
+		current = &t->slot;
+		fuse_session_process_buf(rx->se, &buf);
+		current = NULL;
+		if (t->slot.taken)
+			release_rest(rx, &t->slot);
+	}
+	fuse_session_exit(rx->se);
+	sem_post(&rx->finished);
+	return NULL;
+}
+
+/* Receive threads take no signals: they go to the main thread, whose
+ * handlers end the session. */
+static int start_thread(struct rx_thread *t)
+{
+	sigset_t all, old;
+	int r;
+
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	r = pthread_create(&t->tid, NULL, rx_main, t);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	t->started = r == 0;
+	return r;
+}
+
+/* Until a receive thread stops or a signal handler ends the session. The
+ * timeout only closes the window between the check and the wait, where a
+ * signal would not interrupt the wait. */
+static void wait_finished(struct rx *rx)
+{
+	while (!fuse_session_exited(rx->se)) {
+		struct timespec ts;
+
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_sec += 1;
+		if (sem_timedwait(&rx->finished, &ts) == 0)
+			break;
+	}
+}
+
+static void stop_threads(struct rx *rx, struct rx_thread *t, unsigned n)
+{
+	for (unsigned i = 0; i < n; i++)
+		if (t[i].started)
+			pthread_cancel(t[i].tid);
+	for (unsigned i = 0; i < n; i++) {
+		if (!t[i].started)
+			continue;
+		pthread_join(t[i].tid, NULL);
+		if (t[i].slot.base) {
+			STAT_SUB(arena_rx, rx->slot_len);
+			arena_free(rx->arena, t[i].slot.base, rx->slot_len);
+		}
+	}
+}
+
+int rx_loop(struct fuse_session *se, struct arena *arena, unsigned nthreads)
+{
+	struct rx rx = { .se = se, .arena = arena, .fd = fuse_session_fd(se),
+			 .head = arena_unit(arena) };
+	struct rx_thread *t = calloc(nthreads, sizeof(*t));
+	unsigned started = 0;
+
+	if (!t) {
+		fprintf(stderr, "kaiofs: out of memory\n");
+		return -1;
+	}
+	rx.slot_len = rx.head + unit_round(MAX_REQ, rx.head);
+	sem_init(&rx.finished, 0, 0);
+	the_rx = &rx;
+	for (; started < nthreads; started++) {
+		t[started].rx = &rx;
+		if (start_thread(&t[started]) != 0) {
+			fprintf(stderr, "kaiofs: cannot start the FUSE threads\n");
+			fuse_session_exit(se);
+			rx.error = EAGAIN;
+			break;
+		}
+	}
+	if (started == nthreads)
+		wait_finished(&rx);
+	stop_threads(&rx, t, started);
+	the_rx = NULL;
+	sem_destroy(&rx.finished);
+	free(t);
+	return rx.error ? -1 : 0;
+}
+
+size_t rx_slot_len(size_t unit)
+{
+	return unit + unit_round(MAX_REQ, unit);
+}
