@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -141,11 +142,27 @@ static size_t io_unit(const struct device *dev)
 	return dev->logical_block > 4096 ? dev->logical_block : 4096;
 }
 
+/* The largest arena the memlock limit lets an unprivileged user lock, in
+ * whole MiB, if that is below the default and not below the minimum. */
+static uint64_t arena_within_memlock(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_MEMLOCK, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY ||
+	    rl.rlim_cur >= DEFAULT_ARENA || rl.rlim_cur < MIN_ARENA)
+		return 0;
+	return rl.rlim_cur >> 20 << 20;
+}
+
 static int start_engine(struct mount_ctx *m)
 {
 	char err[ERRLEN];
+	uint64_t fit;
 
 	m->arena = arena_create(m->o->arena, io_unit(&m->dev), err, sizeof(err));
+	/* no arena= given: an unprivileged user gets what the limit allows */
+	if (!m->arena && !m->o->arena_s && (fit = arena_within_memlock()) != 0)
+		m->arena = arena_create(fit, io_unit(&m->dev), err, sizeof(err));
 	if (!m->arena) {
 		say("%s", err);
 		return -1;

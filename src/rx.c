@@ -90,10 +90,8 @@ static ssize_t receive(struct rx *rx, struct slot *s)
 	ssize_t n;
 	int err;
 
-	pthread_setcancelstate(PTHREAD_CANCEL_ENABLE, NULL);
 	n = read(rx->fd, payload_of(rx, s) - WRITE_HDR, WRITE_HDR + MAX_REQ);
 	err = errno;
-	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
 	if (fuse_session_exited(rx->se))
 		return -1;
 	if (n > 0)
@@ -114,7 +112,6 @@ static void *rx_main(void *arg)
 	struct rx *rx = t->rx;
 	ssize_t n;
 
-	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
 	for (;;) {
 		if (!t->slot.base) {
 			t->slot.base = arena_alloc(rx->arena, rx->slot_len);
@@ -139,14 +136,23 @@ static void *rx_main(void *arg)
 	return NULL;
 }
 
-/* Receive threads take no signals: they go to the main thread, whose
- * handlers end the session. */
+/* Interrupts a receive thread's read at shutdown. */
+#define WAKE_SIGNAL (SIGRTMIN + 1)
+
+static void on_wake(int sig)
+{
+	(void)sig;
+}
+
+/* Receive threads take no signals but WAKE_SIGNAL: the others go to the
+ * main thread, whose handlers end the session. */
 static int start_thread(struct rx_thread *t)
 {
 	sigset_t all, old;
 	int r;
 
 	sigfillset(&all);
+	sigdelset(&all, WAKE_SIGNAL);
 	pthread_sigmask(SIG_BLOCK, &all, &old);
 	r = pthread_create(&t->tid, NULL, rx_main, t);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
@@ -169,15 +175,27 @@ static void wait_finished(struct rx *rx)
 	}
 }
 
+/* The session has exited: interrupt each thread's read until it returns
+ * (a signal that comes just before the read starts is lost, hence the
+ * repeats) and join it. A thread busy with a request finishes it first. */
 static void stop_threads(struct rx *rx, struct rx_thread *t, unsigned n)
 {
-	for (unsigned i = 0; i < n; i++)
-		if (t[i].started)
-			pthread_cancel(t[i].tid);
 	for (unsigned i = 0; i < n; i++) {
 		if (!t[i].started)
 			continue;
-		pthread_join(t[i].tid, NULL);
+		for (;;) {
+			struct timespec ts;
+
+			pthread_kill(t[i].tid, WAKE_SIGNAL);
+			clock_gettime(CLOCK_REALTIME, &ts);
+			ts.tv_nsec += 20 * 1000 * 1000;
+			if (ts.tv_nsec >= 1000000000) {
+				ts.tv_sec++;
+				ts.tv_nsec -= 1000000000;
+			}
+			if (pthread_timedjoin_np(t[i].tid, NULL, &ts) == 0)
+				break;
+		}
 		if (t[i].slot.base) {
 			STAT_SUB(arena_rx, rx->slot_len);
 			arena_free(rx->arena, t[i].slot.base, rx->slot_len);
@@ -196,7 +214,11 @@ int rx_loop(struct fuse_session *se, struct arena *arena, unsigned nthreads)
 		fprintf(stderr, "kaiofs: out of memory\n");
 		return -1;
 	}
+	struct sigaction sa = { .sa_handler = on_wake };  /* no SA_RESTART */
+
 	rx.slot_len = rx.head + unit_round(MAX_REQ, rx.head);
+	sigemptyset(&sa.sa_mask);
+	sigaction(WAKE_SIGNAL, &sa, NULL);
 	sem_init(&rx.finished, 0, 0);
 	the_rx = &rx;
 	for (; started < nthreads; started++) {

@@ -221,13 +221,9 @@ def _memlock_prefix(limit_kib):
             "sh", "-c", 'ulimit -l %d && exec "$@"' % limit_kib, "sh"]
 
 
-@pytest.mark.parametrize("foreground", [True, False], ids=["f", "daemon"])
-def test_arena_above_memlock_limit(kaiofs_bin, setup, foreground):
-    if kh.SANITIZER_BUILD:
-        pytest.skip("AddressSanitizer replaces mlock() with a no-op, so the limit "
-                    "cannot be hit")
-    prefix = _memlock_prefix(1024)
-    # make sure the environment really drops CAP_IPC_LOCK and lowers the limit
+def _require_memlock_env(prefix, limit_kib):
+    """Skip unless prefix really gives a process without CAP_IPC_LOCK and
+    with the memlock limit asked for."""
     probe = subprocess.run(prefix + ["cat", "/proc/self/status", "/proc/self/limits"],
                            capture_output=True, text=True, timeout=30)
     if probe.returncode != 0:
@@ -241,13 +237,53 @@ def test_arena_above_memlock_limit(kaiofs_bin, setup, foreground):
     cap_ipc_lock = 1 << 14
     if (caps.get("CapEff", cap_ipc_lock) & cap_ipc_lock or
             caps.get("CapPrm", cap_ipc_lock) & cap_ipc_lock or
-            caps.get("CapAmb", 0) & cap_ipc_lock or not m or int(m.group(1)) != 1024 * 1024):
+            caps.get("CapAmb", 0) & cap_ipc_lock or not m or
+            int(m.group(1)) != limit_kib * 1024):
         pytest.skip("setpriv/ulimit did not produce a process without CAP_IPC_LOCK and "
-                    "with a 1 MiB memlock limit: %r" % probe.stdout)
+                    "with a %d KiB memlock limit: %r" % (limit_kib, probe.stdout))
+
+
+def _require_real_mlock():
+    if kh.SANITIZER_BUILD:
+        pytest.skip("AddressSanitizer replaces mlock() with a no-op, so the limit "
+                    "cannot be hit")
+
+
+def test_default_arena_fits_the_memlock_limit(setup, mounter, kaiofs_stat_bin):
+    """Without arena=, an unprivileged process gets the arena its memlock
+    limit allows (here Debian's default 8 MiB, not the default 64 MiB), and
+    works."""
+    _require_real_mlock()
+    prefix = _memlock_prefix(8 * 1024)
+    _require_memlock_env(prefix, 8 * 1024)
+    m = mounter.mount(setup.image, options=("raw",), mountpoint=setup.mnt, prefix=prefix)
+    assert kh.get_stats(kaiofs_stat_bin, m.mountpoint)["arena"]["size"] == 8 * kh.MiB
+    data = os.urandom(3 * kh.MiB)
+    with open(m.file, "r+b", buffering=0) as f:
+        f.write(data)
+        f.seek(0)
+        assert f.read(len(data)) == data
+    assert m.stop() == 0, m.stderr
+    assert kh.read_file(setup.image, 0, len(data)) == data
+
+
+@pytest.mark.parametrize("foreground", [True, False], ids=["f", "daemon"])
+def test_arena_above_memlock_limit(kaiofs_bin, setup, foreground):
+    _require_real_mlock()
+    prefix = _memlock_prefix(1024)
+    _require_memlock_env(prefix, 1024)
     argv = [kaiofs_bin] + (["-f"] if foreground else []) + ["-o", "raw,arena=256M",
                                                              setup.image, setup.mnt]
     res = _run(prefix + argv, setup.mnt)
     assert_refused(res, r"RLIMIT_MEMLOCK", setup)
+
+
+def test_default_arena_with_memlock_limit_below_minimum(kaiofs_bin, setup):
+    _require_real_mlock()
+    prefix = _memlock_prefix(2048)
+    _require_memlock_env(prefix, 2048)
+    res = _run(prefix + [kaiofs_bin, "-f", "-o", "raw", setup.image, setup.mnt], setup.mnt)
+    assert_refused(res, r"RLIMIT_MEMLOCK.*-o arena", setup)
 
 
 # --------------------------------------------------------------------------

@@ -253,6 +253,45 @@ def _drop_dac_prefix():
     return ["setpriv", "--inh-caps=" + caps, "--bounding-set=" + caps, "--"]
 
 
+OTHER_USER = 65533
+
+
+def test_unprivileged_user_mounts_own_image(volumes, mounter, workdir, kaiofs_bin,
+                                            kaiofs_stat_bin):
+    """A user mounts an image they own with the default options (the arena
+    shrinks to their memlock limit); without allow_other nobody else, not
+    even root, can enter the mount; what they wrote is on the volume."""
+    if not nobody_can_use_dev_fuse():
+        pytest.skip("/dev/fuse is not usable by uid %d here (mode %o)"
+                    % (NOBODY, stat.S_IMODE(os.stat("/dev/fuse").st_mode)))
+    dev = volumes.make("ext4", args=("-E", "root_owner=%d:%d" % (NOBODY, NOBODY)))
+    os.chown(dev.path, NOBODY, NOBODY)
+    mnt = mounter.mountpoint()
+    os.chown(mnt, NOBODY, NOBODY)
+    prefix = ["setpriv", "--reuid=%d" % NOBODY, "--regid=%d" % NOBODY, "--clear-groups"]
+    m = mounter.mount(dev, options=(), mountpoint=mnt, prefix=prefix)
+    assert stderr_lines(m) == [], m.stderr
+    files = {"a": os.urandom(100000), "d/b": b"bee" * 1000}
+
+    def write_as_owner():
+        os.mkdir(os.path.join(mnt, "d"))
+        for name, data in files.items():
+            write_file(os.path.join(mnt, name), data)
+        return [os.stat(os.path.join(mnt, n)).st_uid for n in sorted(files)]
+
+    assert run_as(write_as_owner) == [NOBODY, NOBODY]
+    assert run_as(lambda: errno_of(os.listdir, mnt), uid=OTHER_USER, gid=OTHER_USER) \
+        == "EACCES"
+    assert errno_of(os.stat, os.path.join(mnt, "a")) == "EACCES"
+    arena = kh.get_stats(kaiofs_stat_bin, mnt)["arena"]["size"]
+    if not kh.SANITIZER_BUILD:  # mlock is a no-op there: no limit to fit
+        assert arena <= 8 * kh.MiB, arena
+    stop_clean(m, dev)
+    with fs_support.kernel_mount(dev.path, os.path.join(workdir, "kernel")) as k:
+        check_files(k, files, "kernel's view")
+        assert os.stat(os.path.join(k, "d", "b")).st_uid == NOBODY
+
+
 @pytest.mark.parametrize("how", ["nobody", "root-without-dac-override", "read-only-bind"])
 def test_read_only_image_file_mounts_read_only(volumes, mounter, workdir, rng, kaiofs_bin, how):
     """An image kaiofs cannot open for writing is mounted read-only, with a
