@@ -11,6 +11,7 @@
  * on-disk entries nor writes the ids of the short entries the way the
  * kernel does (0xffffffff, not 0). */
 #include <errno.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/xattr.h>
@@ -55,14 +56,31 @@ static const char *const plain_prefixes[] = {
 
 /* ---- error codes ---- */
 
+/* errno values that describe the request rather than the device. */
+static bool semantic_errno(int e)
+{
+	switch (e) {
+	case EPERM: case ENOENT: case E2BIG: case ENOMEM: case EACCES: case EEXIST:
+	case ENOTDIR: case EISDIR: case EINVAL: case EFBIG: case ENOSPC: case EROFS:
+	case EMLINK: case ERANGE: case ENAMETOOLONG: case ENOTEMPTY: case ELOOP:
+	case ENODATA: case EOVERFLOW: case EOPNOTSUPP: case EDQUOT: case EUCLEAN:
+	case EIO:
+		return true;
+	default:
+		return false;
+	}
+}
+
 int fsx_errno(errcode_t err)
 {
 	if (err == 0)
 		return 0;
 	/* libext2fs passes errno values (from the I/O layer, or EINVAL and
-	 * the like of its own) through unchanged; its own codes are large. */
+	 * the like of its own) through unchanged; its own codes are large.
+	 * Errors of the device itself (ENOTCONN, ENXIO, ... when it went
+	 * away) reach the application as EIO. */
 	if (err > 0 && err < 256)
-		return -(int)err;
+		return semantic_errno((int)err) ? -(int)err : -EIO;
 
 	switch (err) {
 	case EXT2_ET_NO_MEMORY:

@@ -195,13 +195,21 @@ static void op_free(struct io_op *op)
 }
 
 /* Record one part's result; true when it was the last part. */
+/* What an application sees of a failed device request: the device being
+ * full is ENOSPC; anything else (a bad sector, a device that went away) is
+ * an I/O error of the file. */
+static int device_errno(long res)
+{
+	return res == -ENOSPC ? ENOSPC : EIO;
+}
+
 static bool part_finished(struct io_part *p, long res)
 {
 	struct io_op *op = p->op;
 	size_t want = p->req.iocb.u.c.nbytes + p->req.done_bytes;
 
 	if (res < 0)
-		__atomic_store_n(&op->err, (int)-res, __ATOMIC_RELAXED);
+		__atomic_store_n(&op->err, device_errno(res), __ATOMIC_RELAXED);
 	else if ((size_t)res < want) {
 		op->is_short = true;
 		op->short_bytes = (size_t)res;
