@@ -10,6 +10,7 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <syslog.h>
 #include <unistd.h>
 
 #include "aio.h"
@@ -17,6 +18,7 @@
 #include "device.h"
 #include "fs.h"
 #include "io.h"
+#include "log.h"
 #include "ops.h"
 #include "options.h"
 #include "rx.h"
@@ -27,18 +29,6 @@
 #define MAX_WRITE (1u << 20)
 #define ERRLEN 512
 #define RX_THREADS 8     /* FUSE receive threads at most */
-
-static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void say(const char *fmt, ...)
-{
-	va_list ap;
-
-	fputs("kaiofs: ", stderr);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-}
 
 /* libfuse's messages, in kaiofs' voice: one "kaiofs: " per line, even when
  * libfuse writes a line in several calls */
@@ -53,6 +43,10 @@ static void fuse_log_to_stderr(enum fuse_log_level level, const char *fmt, va_li
 
 	if (level > FUSE_LOG_NOTICE && !log_debug)
 		return;
+	if (log_is_syslog()) {
+		vsyslog(level <= FUSE_LOG_ERR ? LOG_ERR : LOG_NOTICE, fmt, ap);
+		return;
+	}
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	if (at_line_start && !strncmp(text, "fuse: ", 6))
 		text += 6;
@@ -106,10 +100,13 @@ static void daemon_ready(void)
 		return;
 	if (chdir("/") != 0)
 		(void)0;
+	/* the caller's terminal or pipe is let go: later messages go to syslog */
+	log_to_syslog();
 	null = open("/dev/null", O_RDWR);
 	if (null >= 0) {
 		dup2(null, STDIN_FILENO);
 		dup2(null, STDOUT_FILENO);
+		dup2(null, STDERR_FILENO);
 		if (null > STDERR_FILENO)
 			close(null);
 	}
@@ -196,7 +193,8 @@ static void print_stats(void)
 {
 	char *t = stats_render(false);
 
-	fputs(t, stderr);
+	if (t)
+		say_lines(t);
 	free(t);
 }
 

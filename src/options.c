@@ -32,6 +32,8 @@ static const struct fuse_opt optspec[] = {
 	FUSE_OPT_KEY("-d", KEY_DEBUG),
 	FUSE_OPT_KEY("--debug", KEY_DEBUG),
 	FUSE_OPT_KEY("-s", KEY_SINGLE),
+	/* mount.fuse3 names the program that serves a fuse.kaiofs mount */
+	FUSE_OPT_KEY("helper=", FUSE_OPT_KEY_DISCARD),
 	FUSE_OPT_END
 };
 
@@ -159,23 +161,31 @@ int options_parse(int argc, char **argv, struct options *o, struct fuse_args *ar
 void options_usage(const char *prog)
 {
 	printf("usage: %s [options] DEVICE MOUNTPOINT\n\n"
-	       "Mount DEVICE (a block device or an image file) through FUSE; file data moves\n"
-	       "by Linux kernel AIO on an O_DIRECT descriptor of the device.\n\n"
-	       "kaiofs options:\n"
-	       "    -o raw                 show the device itself as one file (raw mode)\n"
-	       "    -o ro                  mount read-only\n"
-	       "    -o arena=SIZE          locked bounce-buffer arena (default 64M, at least 4M)\n"
-	       "    -o queue_depth=N       AIO queue depth per context (default %d)\n"
-	       "    -o reapers=N           AIO contexts, each with its reaper thread (default %d)\n"
+	       "Mount the ext2, ext3 or ext4 filesystem on DEVICE (a block device or an image\n"
+	       "file) through FUSE; file data moves by Linux kernel AIO on an O_DIRECT\n"
+	       "descriptor of the device.\n\n"
+	       "kaiofs options (-o OPT[,OPT...]):\n"
+	       "    -o raw                 show the device itself as one file instead of its\n"
+	       "                           filesystem (default: off)\n"
+	       "    -o ro                  mount read-only (default: read-write)\n"
 	       "    -o io=direct|cached    data path: direct I/O (default), or through the\n"
-	       "                           kernel's page cache with write-back (for shared mmap)\n"
-	       "    -o stats               print the statistics on stderr at unmount\n"
-	       "    -f                     stay in the foreground\n"
-	       "    -d                     debug output (implies -f)\n"
-	       "    -s                     single-threaded FUSE loop\n"
+	       "                           kernel's page cache with write-back (shared mmap)\n"
+	       "    -o arena=SIZE          locked bounce-buffer arena (default %lluM, at least %lluM;\n"
+	       "                           suffixes K, M, G)\n"
+	       "    -o queue_depth=N       AIO queue depth per context (default %d)\n"
+	       "    -o reapers=N           AIO contexts, each with its reaper thread (default %d,\n"
+	       "                           at most 64)\n"
+	       "    -o stats               print the statistics on stderr at unmount (default: off)\n"
+	       "    -f                     stay in the foreground (default: detach once mounted)\n"
+	       "    -d, --debug            debug output (implies -f)\n"
+	       "    -s                     single-threaded FUSE loop (default: multi-threaded)\n"
 	       "    -h, --help             this help\n"
 	       "    -V, --version          print the version\n\n"
-	       "FUSE options:\n", prog, DEFAULT_QUEUE_DEPTH, DEFAULT_REAPERS);
+	       "Unmount with umount MOUNTPOINT or fusermount3 -u MOUNTPOINT; for a mount made\n"
+	       "by mount -t kaiofs, umount waits until kaiofs has finished (see kaiofs(8)).\n"
+	       "Statistics of a mount: kaiofs-stat MOUNTPOINT.\n\n"
+	       "FUSE options:\n", prog, DEFAULT_ARENA >> 20, MIN_ARENA >> 20,
+	       DEFAULT_QUEUE_DEPTH, DEFAULT_REAPERS);
 	fuse_lowlevel_help();
 }
 

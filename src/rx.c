@@ -1,12 +1,12 @@
 #include "rx.h"
 #include "arena.h"
+#include "log.h"
 #include "stats.h"
 
 #include <errno.h>
 #include <pthread.h>
 #include <semaphore.h>
 #include <signal.h>
-#include <stdio.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -100,7 +100,7 @@ static ssize_t receive(struct rx *rx, struct slot *s)
 	if (n < 0 && (err == EINTR || err == EAGAIN || err == ENOENT))
 		return 0;
 	if (n < 0 && err != ENODEV) {
-		fprintf(stderr, "kaiofs: reading /dev/fuse: %s\n", strerror(err));
+		say("reading /dev/fuse: %s", strerror(err));
 		rx->error = err;
 	}
 	return -1;  /* ENODEV (unmounted) or end of file */
@@ -211,7 +211,7 @@ int rx_loop(struct fuse_session *se, struct arena *arena, unsigned nthreads)
 	unsigned started = 0;
 
 	if (!t) {
-		fprintf(stderr, "kaiofs: out of memory\n");
+		say("out of memory");
 		return -1;
 	}
 	struct sigaction sa = { .sa_handler = on_wake };  /* no SA_RESTART */
@@ -224,7 +224,7 @@ int rx_loop(struct fuse_session *se, struct arena *arena, unsigned nthreads)
 	for (; started < nthreads; started++) {
 		t[started].rx = &rx;
 		if (start_thread(&t[started]) != 0) {
-			fprintf(stderr, "kaiofs: cannot start the FUSE threads\n");
+			say("cannot start the FUSE threads");
 			fuse_session_exit(se);
 			rx.error = EAGAIN;
 			break;

@@ -109,10 +109,15 @@ static void json_histo(struct sbuf *b, const char *name, const struct histo *h, 
 	uint64_t n = __atomic_load_n(&h->count, __ATOMIC_RELAXED);
 	uint64_t sum = __atomic_load_n(&h->sum_ns, __ATOMIC_RELAXED);
 
-	sb_printf(b, "\"%s\":{\"count\":%llu,\"mean_us\":%.1f,\"p50_us\":%.1f,\"p99_us\":%.1f,\"max_us\":%.1f}%s",
-		  name, (unsigned long long)n, n ? (double)sum / (double)n / 1e3 : 0.0,
+	sb_printf(b, "\"%s\":{\"count\":%llu,\"sum_ns\":%llu,\"mean_us\":%.1f,\"p50_us\":%.1f,\"p99_us\":%.1f,\"max_us\":%.1f,\"buckets\":[",
+		  name, (unsigned long long)n, (unsigned long long)sum,
+		  n ? (double)sum / (double)n / 1e3 : 0.0,
 		  (double)histo_quantile(h, 0.50) / 1e3, (double)histo_quantile(h, 0.99) / 1e3,
-		  (double)__atomic_load_n(&h->max_ns, __ATOMIC_RELAXED) / 1e3, comma ? "," : "");
+		  (double)__atomic_load_n(&h->max_ns, __ATOMIC_RELAXED) / 1e3);
+	for (unsigned i = 0; i < HISTO_BUCKETS; i++)
+		sb_printf(b, "%llu%s", (unsigned long long)__atomic_load_n(&h->bucket[i], __ATOMIC_RELAXED),
+			  i + 1 < HISTO_BUCKETS ? "," : "");
+	sb_printf(b, "]}%s", comma ? "," : "");
 }
 
 static void render_json(struct sbuf *b)
