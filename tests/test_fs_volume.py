@@ -827,10 +827,9 @@ def test_kill9_under_write_load(volumes, mounter, workdir, seed, dir_fsync):
 # 6. permissions for other users
 
 
-def test_permissions_with_allow_other(volumes, workdir):
-    dev = volumes.make("ext4")
-    m = volumes.mount(dev, options=("allow_other",))
-    r = m.mountpoint
+def _permission_scenario(r):
+    """Root builds a tree at r; then uid NOBODY tries things in it. Returns
+    the outcome of each attempt and the owners and set-gid bits left."""
     p = lambda *a: os.path.join(r, *a)  # noqa: E731
     write_file(p("secret"), b"secret")
     os.chmod(p("secret"), 0o600)
@@ -875,6 +874,26 @@ def test_permissions_with_allow_other(volumes, workdir):
         return got
 
     got = run_as(as_nobody)
+    owners = {}
+    for name in ["open/mine", "open/mydir", "sgid/f", "sgid/sub", "public", "tmp/roots"]:
+        st = os.stat(p(name))
+        owners[name] = (st.st_uid, st.st_gid, oct(stat.S_IMODE(st.st_mode) & 0o2000))
+    return got, owners
+
+
+def test_permissions_with_allow_other(volumes, workdir):
+    """A second, unprivileged user on a mount with allow_other (and kaiofs'
+    default_permissions) meets the same permission checks as on the kernel's
+    ext4: the same scenario runs on both and the outcomes are compared."""
+    kdev = volumes.make("ext4", name="kernel.img")
+    with fs_support.kernel_mount(kdev.path, os.path.join(workdir, "kext4"),
+                                 readonly=False) as kroot:
+        os.chmod(kroot, 0o755)
+        expected = _permission_scenario(kroot)
+    dev = volumes.make("ext4")
+    m = volumes.mount(dev, options=("allow_other",))
+    got = _permission_scenario(m.mountpoint)
+    assert got == expected, "kaiofs %r\nkernel's ext4 %r" % (got, expected)
     want = {
         "read 0600 root file": "EACCES",
         "write 0600 root file": "EACCES",
@@ -894,12 +913,8 @@ def test_permissions_with_allow_other(volumes, workdir):
         "chown own file to root": "EPERM",
         "unlink own in sticky": 0,
     }
-    assert got == want
-    owners = {}
-    for name in ["open/mine", "open/mydir", "sgid/f", "sgid/sub", "public", "tmp/roots"]:
-        st = os.stat(p(name))
-        owners[name] = (st.st_uid, st.st_gid, oct(stat.S_IMODE(st.st_mode) & 0o2000))
-    assert owners == {
+    assert expected[0] == want
+    want_owners = {
         "open/mine": (NOBODY, NOBODY, "0o0"),
         "open/mydir": (NOBODY, NOBODY, "0o0"),
         "sgid/f": (NOBODY, 100, "0o0"),
@@ -907,6 +922,9 @@ def test_permissions_with_allow_other(volumes, workdir):
         "public": (0, 0, "0o0"),
         "tmp/roots": (0, 0, "0o0"),
     }
+    assert expected[1] == want_owners
+    r = m.mountpoint
+    p = lambda *a: os.path.join(r, *a)  # noqa: E731
     assert kh.read_file(p("public")) == b"changed by nobody"
     assert kh.read_file(p("tmp", "roots")) == b"r"
     stop_clean(m, dev)
