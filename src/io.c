@@ -6,6 +6,7 @@
 
 #include "aio.h"
 #include "arena.h"
+#include "log.h"
 #include "stats.h"
 #include "util.h"
 
@@ -200,6 +201,12 @@ static void op_free(struct io_op *op)
  * an I/O error of the file. */
 static int device_errno(long res)
 {
+	static bool gone_said;
+
+	if ((res == -ENODEV || res == -ENXIO || res == -ENOTCONN || res == -ESHUTDOWN) &&
+	    !__atomic_exchange_n(&gone_said, true, __ATOMIC_RELAXED))
+		say("the device went away (%s): file I/O fails with EIO; unmount and check it",
+		    strerror((int)-res));
 	return res == -ENOSPC ? ENOSPC : EIO;
 }
 
