@@ -78,17 +78,8 @@ WORKLOADS=(
 )
 
 bench_require_root
-for s in $SYSTEMS; do
-    case $s in
-        raw | ext4) ;;
-        fuse2fs) command -v fuse2fs >/dev/null || bench_die "fuse2fs not installed (apt-get install fuse2fs)" ;;
-        kaiofs)
-            for f in "$KAIOFS" "$KAIOFS_STAT"; do
-                [ -x "$f" ] || bench_die "missing $f (build first: tests/run build)"
-            done ;;
-        *) bench_die "unknown system '$s' in SYSTEMS (raw ext4 fuse2fs kaiofs)" ;;
-    esac
-done
+# shellcheck disable=SC2086
+bench_check_systems $SYSTEMS
 command -v fio >/dev/null || bench_die "fio not installed (tests/run setup)"
 command -v fusermount3 >/dev/null || bench_die "fusermount3 not installed (fuse3)"
 

@@ -26,6 +26,23 @@ BENCH_KERNEL_MNT=""
 bench_log() { printf '==> %s\n' "$*" >&2; }
 bench_die() { printf '%s: %s\n' "${0##*/}" "$*" >&2; exit 1; }
 
+# bench_check_systems SYSTEM...: each is one of raw ext4 fuse2fs kaiofs, and
+# what it needs is installed or built ($KAIOFS, $KAIOFS_STAT for kaiofs).
+bench_check_systems() {
+    local s f
+    for s in "$@"; do
+        case $s in
+            raw | ext4) ;;
+            fuse2fs) command -v fuse2fs >/dev/null || bench_die "fuse2fs not installed (apt-get install fuse2fs)" ;;
+            kaiofs)
+                for f in "$KAIOFS" "$KAIOFS_STAT"; do
+                    [ -x "$f" ] || bench_die "missing $f (build first: tests/run build)"
+                done ;;
+            *) bench_die "unknown system '$s' (raw ext4 fuse2fs kaiofs)" ;;
+        esac
+    done
+}
+
 bench_require_root() {
     [ "$(id -u)" -eq 0 ] || bench_die "run as root (needs losetup and mounts)"
 }

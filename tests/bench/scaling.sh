@@ -159,17 +159,8 @@ for rw in $RWS; do
 done
 
 bench_require_root
-for s in $SYSTEMS $SCALE_SYSTEMS; do
-    case $s in
-        raw | ext4) ;;
-        fuse2fs) command -v fuse2fs >/dev/null || bench_die "fuse2fs not installed (apt-get install fuse2fs)" ;;
-        kaiofs)
-            for f in "$KAIOFS" "$KAIOFS_STAT"; do
-                [ -x "$f" ] || bench_die "missing $f (build first: tests/run build)"
-            done ;;
-        *) bench_die "unknown system '$s' (raw ext4 fuse2fs kaiofs)" ;;
-    esac
-done
+# shellcheck disable=SC2086
+bench_check_systems $SYSTEMS $SCALE_SYSTEMS
 for p in $PHASES; do
     case $p in targets | scaling) ;; *) bench_die "unknown phase '$p' (targets scaling)" ;; esac
 done
