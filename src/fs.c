@@ -467,6 +467,26 @@ static int check_volume(struct fs *fs, const char *dev, char *err, size_t errlen
 	return 0;
 }
 
+/* What libext2fs trusts when it reads the bitmaps and tables: where the
+ * data blocks start, and where each group keeps its bitmaps and inodes.
+ * A damaged value would send it past its buffers or the volume. */
+static int check_geometry(struct fs *fs, const char *dev, char *err, size_t errlen)
+{
+	struct ext2_super_block *sb = fs->e2->super;
+	uint32_t want_first = fs->e2->blocksize == 1024 ? 1 : 0;
+	errcode_t e = 0;
+
+	if (sb->s_first_data_block != want_first)
+		e = EXT2_ET_CORRUPT_SUPERBLOCK;
+	else
+		e = ext2fs_check_desc(fs->e2);
+	if (!e)
+		return 0;
+	snprintf(err, errlen, "%s: the superblock or the group descriptors are damaged (%s); "
+		 "run e2fsck -f %s", dev, error_message(e), dev);
+	return -1;
+}
+
 static void open_error(const char *dev, errcode_t e, char *err, size_t errlen)
 {
 	switch (e) {
@@ -539,7 +559,8 @@ struct fs *fs_mount(const struct fs_mount_opts *o, bool *readonly_out, char *err
 	fs->resv = ext2fs_has_feature_extents(fs->e2->super) ? ext2fs_blocks_count(fs->e2->super) / 50 : 0;
 	if (fs->resv > 4096)
 		fs->resv = 4096;
-	if (check_volume(fs, o->device, err, errlen) != 0)
+	if (check_volume(fs, o->device, err, errlen) != 0 ||
+	    check_geometry(fs, o->device, err, errlen) != 0)
 		goto fail;
 	e = ext2fs_read_bitmaps(fs->e2);
 	if (e) {

@@ -251,6 +251,18 @@ static unsigned used_len(struct ext2_dir_entry *de)
 	return de->inode ? (unsigned)EXT2_DIR_REC_LEN(ext2fs_dirent_name_len(de)) : 0;
 }
 
+/* The record length of the entry at off, or 0 if the entry is damaged: too
+ * short, misaligned, past the block, or shorter than its own name. */
+static unsigned sound_rec_len(struct fs *fs, struct ext2_dir_entry *de, unsigned off)
+{
+	unsigned rl = rec_len_of(fs, de);
+
+	if (rl < 8 || rl % 4 || off + rl > fs->bs ||
+	    (unsigned)ext2fs_dirent_name_len(de) + 8 > rl || used_len(de) > rl)
+		return 0;
+	return rl;
+}
+
 /* The largest entry a block can still take. */
 static unsigned block_free_max(struct fs *fs, const char *buf)
 {
@@ -258,9 +270,9 @@ static unsigned block_free_max(struct fs *fs, const char *buf)
 
 	while (off < end) {
 		struct ext2_dir_entry *de = (struct ext2_dir_entry *)(buf + off);
-		unsigned rl = rec_len_of(fs, de);
+		unsigned rl = sound_rec_len(fs, de, off);
 
-		if (rl < 8 || off + rl > fs->bs)
+		if (!rl)
 			return 0;
 		if (rl - used_len(de) > best)
 			best = rl - used_len(de);
@@ -288,9 +300,9 @@ static int block_insert(struct fs *fs, char *buf, const char *name, ext2_ino_t i
 
 	while (off < end) {
 		struct ext2_dir_entry *de = (struct ext2_dir_entry *)(buf + off);
-		unsigned rl = rec_len_of(fs, de), used = used_len(de);
+		unsigned rl = sound_rec_len(fs, de, off), used = used_len(de);
 
-		if (rl < 8 || off + rl > fs->bs)
+		if (!rl)
 			return -EIO;
 		if (rl - used >= need) {
 			if (used) {
@@ -316,9 +328,9 @@ static int block_remove(struct fs *fs, char *buf, unsigned at, const char *name)
 
 	while (off < end) {
 		struct ext2_dir_entry *de = (struct ext2_dir_entry *)(buf + off);
-		unsigned rl = rec_len_of(fs, de);
+		unsigned rl = sound_rec_len(fs, de, off);
 
-		if (rl < 8 || off + rl > fs->bs)
+		if (!rl)
 			return -EIO;
 		if (off == at) {
 			if (!de->inode || (size_t)ext2fs_dirent_name_len(de) != strlen(name) ||

@@ -195,6 +195,24 @@ static int map_from_cache(const struct extent_cache *c, uint64_t b, uint64_t end
 	return r;
 }
 
+/* Every block a damaged inode may name must still lie inside the volume:
+ * AIO would otherwise read or write whatever follows it on the disk. */
+static int check_map_bounds(struct fs *fs, const struct io_map *m)
+{
+	uint64_t first = fs->e2->super->s_first_data_block;
+	uint64_t count = ext2fs_blocks_count(fs->e2->super);
+
+	for (unsigned i = 0; i < m->n; i++) {
+		const struct io_seg *s = &m->seg[i];
+
+		if (!s->hole && (s->pblk < first || s->pblk > count || s->nblk > count - s->pblk)) {
+			fs->errors = true;
+			return -EUCLEAN;
+		}
+	}
+	return 0;
+}
+
 static int map_blocks(struct fs *fs, struct knode *k, uint64_t b, uint64_t end,
 		      struct io_map **out)
 {
@@ -210,6 +228,8 @@ static int map_blocks(struct fs *fs, struct knode *k, uint64_t b, uint64_t end,
 	else
 		r = is_extent_file(k) ? map_extent_file(fs, k, b, end, &m)
 				      : map_indirect_file(fs, k, b, end, &m);
+	if (!r)
+		r = check_map_bounds(fs, m);
 	if (r) {
 		free(m);
 		return r;
@@ -876,11 +896,89 @@ out:
 	return r;
 }
 
+/* SEEK_DATA/SEEK_HOLE in a block-mapped file: its data blocks come in
+ * file order from the block iterator, which skips holes whole (mapping
+ * block by block would take minutes on a large sparse file). */
+struct seek_walk {
+	struct fs *fs;
+	uint64_t start;     /* first block asked about */
+	uint64_t next;      /* SEEK_HOLE: the next block that would be data */
+	bool data;          /* looking for data (else a hole) */
+	bool found;
+	int err;
+};
+
+static int seek_block(ext2_filsys e2, blk64_t *blk, e2_blkcnt_t blockcnt, blk64_t ref_blk,
+		      int ref_offset, void *priv)
+{
+	struct seek_walk *w = priv;
+	uint64_t b = (uint64_t)blockcnt;
+
+	(void)e2;
+	(void)ref_blk;
+	(void)ref_offset;
+	if (blockcnt < 0 || b < w->start)
+		return 0;
+	if (*blk < w->fs->e2->super->s_first_data_block ||
+	    *blk >= ext2fs_blocks_count(w->fs->e2->super)) {
+		w->fs->errors = true;
+		w->err = -EUCLEAN;
+		return BLOCK_ABORT;
+	}
+	if (w->data || b > w->next) {
+		w->next = w->data ? b : w->next;
+		w->found = true;
+		return BLOCK_ABORT;
+	}
+	w->next = b + 1;
+	return 0;
+}
+
+static int seek_indirect(struct fs *fs, struct knode *k, uint64_t start, bool data,
+			 uint64_t *at)
+{
+	struct seek_walk w = { .fs = fs, .start = start, .next = start, .data = data };
+	errcode_t e = ext2fs_block_iterate3(fs->e2, k->ino, BLOCK_FLAG_DATA_ONLY | BLOCK_FLAG_READ_ONLY,
+					    NULL, seek_block, &w);
+
+	if (w.err)
+		return w.err;
+	if (e)
+		return fs_errno(e);
+	if (data && !w.found)
+		return -ENXIO;
+	*at = w.next;  /* SEEK_HOLE without a gap: right after the last data block */
+	return 0;
+}
+
+/* The first data (or hole) block at or after b in the file's map. */
+static int seek_mapped(struct fs *fs, struct knode *k, uint64_t b, uint64_t end, bool data,
+		       uint64_t *at)
+{
+	struct io_map *m = NULL;
+	int r = map_blocks(fs, k, b, end, &m);
+
+	if (r)
+		return r;
+	r = data ? -ENXIO : 0;
+	*at = end;
+	for (unsigned i = 0; i < m->n; i++) {
+		/* unwritten extents read as zeros: holes, as the kernel reports them */
+		if (!m->seg[i].zero == data) {
+			*at = m->seg[i].fblk > b ? m->seg[i].fblk : b;
+			r = 0;
+			break;
+		}
+	}
+	free(m);
+	return r;
+}
+
 int fs_lseek(struct fs *fs, ino_t ino, off_t off, int whence, off_t *out)
 {
 	struct knode *k;
-	struct io_map *m = NULL;
-	uint64_t size, bs = fs->bs;
+	uint64_t size, bs = fs->bs, at = 0;
+	bool data = whence == SEEK_DATA;
 	int r;
 
 	if (whence != SEEK_DATA && whence != SEEK_HOLE)
@@ -893,23 +991,18 @@ int fs_lseek(struct fs *fs, ino_t ino, off_t off, int whence, off_t *out)
 	if (off < 0 || (uint64_t)off >= size) {
 		r = -ENXIO;
 	} else {
-		r = map_blocks(fs, k, (uint64_t)off / bs, (size + bs - 1) / bs, &m);
-		*out = whence == SEEK_HOLE ? (off_t)size : -1;
-		for (unsigned i = 0; !r && i < m->n; i++) {
-			/* unwritten extents read as zeros: holes, as the kernel reports them */
-			bool data = !m->seg[i].zero;
-			uint64_t at = m->seg[i].fblk * bs;
+		uint64_t b = (uint64_t)off / bs, end = (size + bs - 1) / bs;
 
-			if (data == (whence == SEEK_DATA)) {
-				*out = (off_t)(at > (uint64_t)off ? at : (uint64_t)off);
-				if ((uint64_t)*out > size)
-					*out = whence == SEEK_HOLE ? (off_t)size : -1;
-				break;
-			}
+		r = is_extent_file(k) ? seek_mapped(fs, k, b, end, data, &at)
+				      : seek_indirect(fs, k, b, data, &at);
+		if (!r) {
+			/* within the block that holds off, off itself is the answer */
+			uint64_t pos = at * bs > (uint64_t)off ? at * bs : (uint64_t)off;
+
+			if (pos >= size && data)
+				r = -ENXIO;
+			*out = (off_t)(pos < size ? pos : size);
 		}
-		if (!r && *out < 0)
-			r = -ENXIO;
-		free(m);
 	}
 	kn_put(fs, k);
 out:
