@@ -348,12 +348,14 @@ static int zero_edges(struct ext4_front *f, fuse_ino_t ino, uint64_t off, uint64
 		      struct waiter *w)
 {
 	uint64_t bs = f->bs, head_end = round_up(off, bs), tail_start = round_down(end, bs);
-	int r;
+	int r = 0;
 
-	if (head_end >= end) /* within one block */
+	if (head_end >= end && off > round_down(off, bs)) /* inside one block */
 		return zero_existing(f, ino, off, (size_t)(end - off), w);
-	r = zero_existing(f, ino, off, (size_t)(head_end - off), w);
-	if (!r && tail_start > off)
+	/* the partial block at each end; whole blocks in between are punched */
+	if (head_end > off)
+		r = zero_existing(f, ino, off, (size_t)(head_end - off), w);
+	if (!r && tail_start < end && tail_start >= head_end)
 		r = zero_existing(f, ino, tail_start, (size_t)(end - tail_start), w);
 	return r;
 }
