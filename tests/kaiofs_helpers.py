@@ -598,6 +598,32 @@ def run_expect_exit(argv, mountpoint=None, timeout=20, env=None):
 
 
 # --------------------------------------------------------------------------
+# fallocate(2), which os does not offer with its mode bits
+
+FALLOC_FL_KEEP_SIZE = 0x01
+FALLOC_FL_PUNCH_HOLE = 0x02
+FALLOC_FL_ZERO_RANGE = 0x10
+FALLOC_MODES = {
+    0: "0",
+    FALLOC_FL_KEEP_SIZE: "KEEP_SIZE",
+    FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE: "PUNCH_HOLE|KEEP_SIZE",
+    FALLOC_FL_ZERO_RANGE: "ZERO_RANGE",
+    FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE: "ZERO_RANGE|KEEP_SIZE",
+}
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+_libc.fallocate.restype = ctypes.c_int
+
+
+def fallocate(fd, mode, offset, length):
+    if _libc.fallocate(fd, mode, offset, length) != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, "fallocate(%s, %d, %d): %s"
+                      % (FALLOC_MODES.get(mode, hex(mode)), offset, length, os.strerror(e)))
+
+
+# --------------------------------------------------------------------------
 # fio
 
 

@@ -50,7 +50,6 @@ its own results, so the same seed replays the same operations per thread.
 
 import argparse
 import collections
-import ctypes
 import errno
 import json
 import mmap
@@ -77,27 +76,8 @@ MAX_DEPTH = 4                # path components of a directory at most
 XATTR_BUDGET = 2500          # bytes of user xattrs (names, values, overhead) per inode
 READ_CHUNK = MiB
 
-FALLOC_FL_KEEP_SIZE = 0x01
-FALLOC_FL_PUNCH_HOLE = 0x02
-FALLOC_FL_ZERO_RANGE = 0x10
-FALLOC_MODES = {
-    0: "0",
-    FALLOC_FL_KEEP_SIZE: "KEEP_SIZE",
-    FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE: "PUNCH_HOLE",
-    FALLOC_FL_ZERO_RANGE: "ZERO_RANGE",
-    FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE: "ZERO_RANGE|KEEP_SIZE",
-}
-
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
-_libc.fallocate.restype = ctypes.c_int
-
-
-def fallocate(fd, mode, offset, length):
-    if _libc.fallocate(fd, mode, offset, length) != 0:
-        e = ctypes.get_errno()
-        raise OSError(e, "fallocate(%s, %d, %d): %s"
-                      % (FALLOC_MODES.get(mode, hex(mode)), offset, length, os.strerror(e)))
+from kaiofs_helpers import (FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE,  # noqa: E402
+                            FALLOC_FL_ZERO_RANGE, FALLOC_MODES, fallocate)
 
 
 class CheckFailed(Exception):

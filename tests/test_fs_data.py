@@ -23,34 +23,17 @@ import kaiofs_helpers as kh
 MiB = kh.MiB
 ALIGN = 4096
 
-FALLOC_FL_KEEP_SIZE = 0x01
-FALLOC_FL_PUNCH_HOLE = 0x02
-FALLOC_FL_ZERO_RANGE = 0x10
-FALLOC_MODES = {
-    0: "0",
-    FALLOC_FL_KEEP_SIZE: "KEEP_SIZE",
-    FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE: "PUNCH_HOLE|KEEP_SIZE",
-    FALLOC_FL_ZERO_RANGE: "ZERO_RANGE",
-    FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE: "ZERO_RANGE|KEEP_SIZE",
-}
+from kaiofs_helpers import (FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE,  # noqa: E402
+                            FALLOC_FL_ZERO_RANGE, FALLOC_MODES, fallocate)
 
 RENAME_NOREPLACE = 1
 RENAME_EXCHANGE = 2
 AT_FDCWD = -100
 
 _libc = ctypes.CDLL(None, use_errno=True)
-_libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
-_libc.fallocate.restype = ctypes.c_int
 _libc.renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
                             ctypes.c_uint]
 _libc.renameat2.restype = ctypes.c_int
-
-
-def fallocate(fd, mode, offset, length):
-    if _libc.fallocate(fd, mode, offset, length) != 0:
-        e = ctypes.get_errno()
-        raise OSError(e, "fallocate(%s, %d, %d): %s"
-                      % (FALLOC_MODES.get(mode, hex(mode)), offset, length, os.strerror(e)))
 
 
 def renameat2(old, new, flags):

@@ -10,7 +10,6 @@ symlink target, the data/hole map (SEEK_DATA/SEEK_HOLE) and every byte.
 The manifest of the writer is checked against the model, the manifest of the
 reader against the writer's."""
 
-import ctypes
 import errno
 import os
 import re
@@ -25,20 +24,8 @@ import kaiofs_helpers as kh
 MiB = kh.MiB
 UMASK = 0o022
 
-FALLOC_FL_KEEP_SIZE = 0x01
-FALLOC_FL_PUNCH_HOLE = 0x02
-FALLOC_FL_ZERO_RANGE = 0x10
-
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
-_libc.fallocate.restype = ctypes.c_int
-
-
-def fallocate(fd, mode, offset, length):
-    if _libc.fallocate(fd, mode, offset, length) != 0:
-        e = ctypes.get_errno()
-        raise OSError(e, "fallocate(mode=%#x, %d, %d): %s"
-                      % (mode, offset, length, os.strerror(e)))
+from kaiofs_helpers import (FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE,  # noqa: E402
+                            FALLOC_FL_ZERO_RANGE, fallocate)
 
 
 def errname(e):
