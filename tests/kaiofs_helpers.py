@@ -17,6 +17,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import traceback
 
 import pytest
 
@@ -621,6 +622,43 @@ def fallocate(fd, mode, offset, length):
         e = ctypes.get_errno()
         raise OSError(e, "fallocate(%s, %d, %d): %s"
                       % (FALLOC_MODES.get(mode, hex(mode)), offset, length, os.strerror(e)))
+
+
+def fallocate_model(d, mode, off, length):
+    """What fallocate(mode, off, length) does to a file whose bytes are the
+    bytearray d: punched and zeroed ranges read as zeros, and the size grows
+    unless KEEP_SIZE."""
+    end = off + length
+    if mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE):
+        zend = min(end, len(d))
+        if off < zend:
+            d[off:zend] = bytes(zend - off)
+    if not mode & FALLOC_FL_KEEP_SIZE and end > len(d):
+        d.extend(bytes(end - len(d)))
+
+
+# --------------------------------------------------------------------------
+# threads
+
+
+def run_threads(fn, count, timeout=120):
+    """Run fn(0) .. fn(count - 1) in threads and join them (bounded); fails
+    on a thread still running or an exception in any of them."""
+    errors = []
+
+    def body(t):
+        try:
+            fn(t)
+        except BaseException:
+            errors.append(traceback.format_exc())
+
+    threads = [threading.Thread(target=body, args=(t,)) for t in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(tmo(timeout))
+    assert not any(t.is_alive() for t in threads), "threads still running after %ds" % timeout
+    assert not errors, "\n".join(errors)
 
 
 # --------------------------------------------------------------------------

@@ -208,13 +208,7 @@ class RandomOps:
         self.note("fallocate " + FALLOC_MODES[mode], n, off, length)
         fallocate(self.fd[n], mode, off, length)
         d = self.model[n]
-        end = off + length
-        if mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE):
-            zend = min(end, len(d))
-            if off < zend:
-                d[off:zend] = bytes(zend - off)
-        if not mode & FALLOC_FL_KEEP_SIZE and end > len(d):
-            d.extend(bytes(end - len(d)))
+        kh.fallocate_model(d, mode, off, length)
 
     def op_seek(self, n):
         """SEEK_DATA/SEEK_HOLE may be coarse but must never skip data."""

@@ -216,13 +216,7 @@ class Builder:
         finally:
             os.close(fd)
         d = self.model.names[rel].data
-        end = off + length
-        if mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE):
-            zend = min(end, len(d))
-            if off < zend:
-                d[off:zend] = bytes(zend - off)
-        if not mode & FALLOC_FL_KEEP_SIZE and end > len(d):
-            d.extend(bytes(end - len(d)))
+        kh.fallocate_model(d, mode, off, length)
 
     # -- attributes
     def chown(self, rel, uid, gid):

@@ -547,22 +547,11 @@ def test_enospc(volumes, workdir, seed, block):
     m = volumes.mount(dev)
     root = m.mountpoint
     results = [None] * 3
-    errors = []
 
     def writer(t):
-        try:
-            results[t] = _fill(root, "t%d-" % t, random.Random(seed * 10 + t),
-                               top_up=True)
-        except BaseException:
-            errors.append(traceback.format_exc())
+        results[t] = _fill(root, "t%d-" % t, random.Random(seed * 10 + t), top_up=True)
 
-    threads = [threading.Thread(target=writer, args=(t,)) for t in range(3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(kh.tmo(120))
-    assert not any(t.is_alive() for t in threads), "writers hang"
-    assert not errors, errors
+    kh.run_threads(writer, 3)
     assert m.alive(), "kaiofs died; stderr:\n%s" % m.stderr
     complete = {}
     partial = []
@@ -611,34 +600,24 @@ def test_concurrent_writers_on_1k_block_volume(volumes, workdir, seed):
     kept = {}
     for rnd in range(8):
         written = {}
-        errors = []
         lock = threading.Lock()
 
         def writer(t):
             rng = random.Random(seed * 100 + rnd * 10 + t)
-            try:
-                for i in range(4):
-                    name = "r%d-t%d-%d" % (rnd, t, i)
-                    data = rng.randbytes(rng.randrange(1, 300000))
-                    fd = os.open(os.path.join(root, name), os.O_WRONLY | os.O_CREAT, 0o644)
-                    try:
-                        off = 0
-                        while off < len(data):
-                            off += os.write(fd, data[off:off + rng.randrange(1, 65536)])
-                    finally:
-                        os.close(fd)
-                    with lock:
-                        written[name] = data
-            except BaseException:
-                errors.append(traceback.format_exc())
+            for i in range(4):
+                name = "r%d-t%d-%d" % (rnd, t, i)
+                data = rng.randbytes(rng.randrange(1, 300000))
+                fd = os.open(os.path.join(root, name), os.O_WRONLY | os.O_CREAT, 0o644)
+                try:
+                    off = 0
+                    while off < len(data):
+                        off += os.write(fd, data[off:off + rng.randrange(1, 65536)])
+                finally:
+                    os.close(fd)
+                with lock:
+                    written[name] = data
 
-        threads = [threading.Thread(target=writer, args=(t,)) for t in range(3)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(kh.tmo(120))
-        assert not any(t.is_alive() for t in threads), "writers hang"
-        assert not errors, errors
+        kh.run_threads(writer, 3)
         check_files(root, written, "round %d" % rnd)
         # keep one file per round, free the rest for the next round
         keep = sorted(written)[rnd % len(written)]
