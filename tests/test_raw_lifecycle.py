@@ -349,6 +349,42 @@ def test_daemonizes_without_f(kaiofs_bin, file_device, workdir, rng):
     kh.assert_same_data(file_device.read_all(), model, "image after unmount")
 
 
+def test_daemon_lets_go_of_its_callers_output(kaiofs_bin, file_device, workdir):
+    """`kaiofs ... 2>&1 | cat` returns once mounted: the detached daemon
+    keeps no descriptor of the pipes it was started with (it logs to
+    syslog from then on)."""
+    mnt = os.path.join(workdir, "mnt-pipe")
+    os.mkdir(mnt)
+    pids = []
+    try:
+        try:
+            r = subprocess.run([kaiofs_bin, "-o", "raw", file_device.path, mnt],
+                               stdin=subprocess.DEVNULL, capture_output=True,
+                               timeout=tmo(30), start_new_session=True)
+        except subprocess.TimeoutExpired:
+            pytest.fail("the pipes of kaiofs without -f stayed open after it returned")
+        assert r.returncode == 0, r.stderr
+        assert r.stdout == b"" and r.stderr == b"", (r.stdout, r.stderr)
+        assert kh.fuse_mounted_at(mnt)
+        pids = kh.find_pids_by_cmdline(kaiofs_bin, mnt)
+        assert pids, "no daemon process found"
+        for pid in pids:
+            for fd in os.listdir("/proc/%d/fd" % pid):
+                target = os.readlink("/proc/%d/fd/%s" % (pid, fd))
+                assert not target.startswith("pipe:"), \
+                    "daemon %d holds a pipe on fd %s" % (pid, fd)
+        r = kh.fusermount(mnt)
+        assert r.returncode == 0, r.stderr
+        assert kh.wait_for(lambda: not any(kh.pid_alive(p) for p in pids), tmo(20)), \
+            "daemon %r still running 20s after unmount" % pids
+    finally:
+        if kh.fuse_mounted_at(mnt):
+            kh.force_unmount(mnt)
+        for p in pids:
+            if kh.wait_for(lambda: not kh.pid_alive(p), tmo(10)) is False:
+                os.kill(p, signal.SIGKILL)
+
+
 # --------------------------------------------------------------------------
 # options
 
