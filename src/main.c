@@ -374,6 +374,9 @@ static int mount_and_run(struct mount_ctx *m, struct fuse_args *args, const char
 		teardown(m, false);
 		return 1;
 	}
+	/* said before the mount appears, so whoever sees the mount has the notice */
+	if (ro_reason)
+		say("%s: %s, mounting read-only", o->device, ro_reason);
 	if (fuse_session_mount(m->se, o->mountpoint) != 0) {
 		teardown(m, false);
 		return 1;
@@ -381,8 +384,6 @@ static int mount_and_run(struct mount_ctx *m, struct fuse_args *args, const char
 	m->srv = statsrv_start(o->mountpoint, err, sizeof(err));
 	if (!m->srv)
 		say("warning: %s; kaiofs-stat will not work for this mount", err);
-	if (ro_reason)
-		say("%s: %s, mounted read-only", o->device, ro_reason);
 	daemon_ready();
 	ret = run_loop(m);
 	/* a loop ended by SIGTERM/SIGINT/SIGHUP reports the signal: a clean exit */
