@@ -116,6 +116,10 @@ void open_set_mode(struct fuse_file_info *fi, const struct conn_tuning *t)
 	fi->direct_io = !t->cached || (fi->flags & O_DIRECT);
 	/* kaiofs is the volume's only writer: cached pages stay valid */
 	fi->keep_cache = !fi->direct_io;
+	/* FLUSH does nothing in kaiofs (writes are on the device when they are
+	 * answered; with write-back caching the kernel still writes its pages
+	 * back at close): spare every close that round trip */
+	fi->noflush = 1;
 	fi->fh = (uint64_t)open_rwf(fi->flags);
 }
 
