@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "acl.h"
+#include "fs_cache.h"
 #include "fs_int.h"
 #include "fs_xattr.h"
 
@@ -540,13 +541,14 @@ struct fs *fs_mount(const struct fs_mount_opts *o, bool *readonly_out, char *err
 	if (!fs->ro)
 		flags |= EXT2_FLAG_RW;
 	add_error_table(&et_ext2_error_table);
-	e = ext2fs_open2(o->device, "cache=off", flags, 0, 0, unix_io_manager, &fs->e2);
+	e = ext2fs_open2(o->device, "cache=off", flags, 0, 0, mcache_manager(o->meta_cache), &fs->e2);
 	if (e) {
 		open_error(o->device, e, err, errlen);
 		free(fs);
 		return NULL;
 	}
 	fs->e2->flags |= EXT2_FLAG_MASTER_SB_ONLY;
+	mcache_follow_allocations(fs->e2);
 	/* libext2fs would otherwise read-modify-write metadata in page-sized
 	 * units on image files, across data blocks the AIO path owns */
 	if (o->dio_align && o->dio_align <= fs->e2->blocksize)

@@ -29,6 +29,7 @@ struct fs_mount_opts {
 	const char *device;
 	bool readonly;
 	unsigned dio_align;     /* O_DIRECT alignment of the device */
+	size_t meta_cache;      /* bytes of metadata blocks kept in memory */
 };
 
 /* Open and check the volume, writing nothing. Returns NULL with a one-line

@@ -258,7 +258,8 @@ static int prepare(struct mount_ctx *m, struct fuse_args *args, const char **ro_
 	}
 	if (!o->raw) {
 		struct fs_mount_opts fo = { .device = o->device, .readonly = m->dev.readonly,
-					    .dio_align = m->dev.logical_block };
+					    .dio_align = m->dev.logical_block,
+					    .meta_cache = (size_t)o->meta_cache };
 
 		m->fs = fs_mount(&fo, &ro, err, sizeof(err));
 		if (!m->fs) {

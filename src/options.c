@@ -24,6 +24,7 @@ static const struct fuse_opt optspec[] = {
 	OPT("queue_depth=%s", queue_depth_s, 0),
 	OPT("reapers=%s", reapers_s, 0),
 	OPT("io=%s", io_s, 0),
+	OPT("meta_cache=%s", meta_cache_s, 0),
 	FUSE_OPT_KEY("-h", KEY_HELP),
 	FUSE_OPT_KEY("--help", KEY_HELP),
 	FUSE_OPT_KEY("-V", KEY_VERSION),
@@ -105,9 +106,15 @@ static int check_values(struct options *o, char *err, size_t errlen)
 	o->arena = DEFAULT_ARENA;
 	o->queue_depth = DEFAULT_QUEUE_DEPTH;
 	o->reapers = DEFAULT_REAPERS;
+	o->meta_cache = DEFAULT_META_CACHE;
 	if (o->arena_s && (!parse_size(o->arena_s, &o->arena) || o->arena < MIN_ARENA)) {
 		snprintf(err, errlen, "bad value arena=%s: want a size of at least 4M (suffixes K, M, G)",
 			 o->arena_s);
+		return -1;
+	}
+	if (o->meta_cache_s && (!parse_size(o->meta_cache_s, &o->meta_cache) || o->meta_cache > MAX_META_CACHE)) {
+		snprintf(err, errlen, "bad value meta_cache=%s: want a size of at most 4G (suffixes K, M, G; 0 turns it off)",
+			 o->meta_cache_s);
 		return -1;
 	}
 	if (o->queue_depth_s) {
@@ -175,6 +182,8 @@ void options_usage(const char *prog)
 	       "    -o queue_depth=N       AIO queue depth per context (default %d)\n"
 	       "    -o reapers=N           AIO contexts, each with its reaper thread (default %d,\n"
 	       "                           at most 64)\n"
+	       "    -o meta_cache=SIZE     memory for metadata blocks read from the device\n"
+	       "                           (default %lluM; 0 reads them every time)\n"
 	       "    -o stats               print the statistics on stderr at unmount (default: off)\n"
 	       "    -f                     stay in the foreground (default: detach once mounted)\n"
 	       "    -d, --debug            debug output (implies -f)\n"
@@ -185,7 +194,7 @@ void options_usage(const char *prog)
 	       "by mount -t kaiofs, umount waits until kaiofs has finished (see kaiofs(8)).\n"
 	       "Statistics of a mount: kaiofs-stat MOUNTPOINT.\n\n"
 	       "FUSE options:\n", prog, DEFAULT_ARENA >> 20, MIN_ARENA >> 20,
-	       DEFAULT_QUEUE_DEPTH, DEFAULT_REAPERS);
+	       DEFAULT_QUEUE_DEPTH, DEFAULT_REAPERS, DEFAULT_META_CACHE >> 20);
 	fuse_lowlevel_help();
 }
 
@@ -197,4 +206,5 @@ void options_free(struct options *o)
 	free(o->queue_depth_s);
 	free(o->reapers_s);
 	free(o->io_s);
+	free(o->meta_cache_s);
 }

@@ -12,6 +12,8 @@
 #define MIN_ARENA (4ull << 20)
 #define DEFAULT_QUEUE_DEPTH 128
 #define DEFAULT_REAPERS 1
+#define DEFAULT_META_CACHE (16ull << 20)
+#define MAX_META_CACHE (4ull << 30)
 
 struct options {
 	char *device;
@@ -19,9 +21,9 @@ struct options {
 	int raw, ro, stats;
 	int foreground, debug, single_thread;
 	int show_help, show_version;
-	char *arena_s, *queue_depth_s, *reapers_s, *io_s;
+	char *arena_s, *queue_depth_s, *reapers_s, *io_s, *meta_cache_s;
 	bool cached;            /* io=cached: the kernel's page cache in front */
-	uint64_t arena;
+	uint64_t arena, meta_cache;
 	unsigned queue_depth, reapers;
 	/* parser state */
 	char *err;

@@ -138,6 +138,8 @@ static void render_json(struct sbuf *b)
 	sb_printf(b, "},\"bytes_read\":%llu,\"bytes_written\":%llu,\"rmw_blocks\":%llu,\"lock_waits\":%llu,"
 		  "\"writes_in_place\":%llu},",
 		  G(bytes_read), G(bytes_written), G(rmw_blocks), G(lock_waits), G(writes_in_place));
+	sb_printf(b, "\"metadata\":{\"reads\":%llu,\"cache_hits\":%llu,\"writes\":%llu},",
+		  G(meta_reads), G(meta_hits), G(meta_writes));
 	sb_printf(b, "\"latency\":{\"device\":{");
 	for (unsigned i = 0; i < IOK__COUNT; i++)
 		json_histo(b, iok_names[i], &kstats.device_lat[i], i + 1 < IOK__COUNT);
@@ -180,7 +182,10 @@ static void render_table(struct sbuf *b)
 	for (unsigned i = 0; i < FOP__COUNT; i++)
 		if (STAT_GET(fuse_requests[i]))
 			sb_printf(b, " %s=%llu", fop_names[i], G(fuse_requests[i]));
-	sb_printf(b, "\nlatency (us)\n  %-8s %-6s %12s %10s %10s %10s %10s\n",
+	sb_printf(b, "\nmetadata\n");
+	sb_printf(b, "  device reads %17llu   cache hits %9llu   device writes %llu\n",
+		  G(meta_reads), G(meta_hits), G(meta_writes));
+	sb_printf(b, "latency (us)\n  %-8s %-6s %12s %10s %10s %10s %10s\n",
 		  "layer", "op", "count", "mean", "p50", "p99", "max");
 	for (unsigned i = 0; i < IOK__COUNT; i++)
 		table_histo(b, "device", iok_names[i], &kstats.device_lat[i]);

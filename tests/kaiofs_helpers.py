@@ -182,6 +182,14 @@ def assert_same_data(actual, expected, what="data", base=0):
         pytest.fail("%s: %s" % (what, msg), pytrace=False)
 
 
+def drop_kernel_caches():
+    """Have the kernel forget its cached pages, entries and inodes (so a FUSE
+    filesystem gets FORGET for each, and its next lookups)."""
+    os.sync()
+    with open("/proc/sys/vm/drop_caches", "w") as f:
+        f.write("3")
+
+
 def sha256_file(path):
     h = hashlib.sha256()
     with open(path, "rb") as f:

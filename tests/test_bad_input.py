@@ -190,6 +190,9 @@ def test_mountpoint_already_kaiofs(kaiofs_bin, setup, mounter):
     ("reapers=abc", r"reapers"),
     ("io=bogus", r"io=bogus.*direct or cached"),
     ("io=", r"io="),
+    ("meta_cache=abc", r"meta_cache=abc.*0 turns it off"),
+    ("meta_cache=-1M", r"meta_cache"),
+    ("meta_cache=5G", r"meta_cache=5G.*at most 4G"),
     ("bogus_option=1", r"bogus_option"),
 ])
 def test_bad_option_value(kaiofs_bin, setup, opt, pattern):

@@ -1080,3 +1080,70 @@ def test_stats_in_filesystem_mode(volumes, kaiofs_stat_bin, rng):
         assert needle in out, "no %r in the -o stats table:\n%s" % (needle, out)
     written = re.search(r"bytes written\s+(\d+)", out)
     assert written and int(written.group(1)) >= len(data), out
+
+
+def churn_metadata(root, rng, rounds=3):
+    """Directories grown and removed, files written and deleted, so that
+    blocks move between metadata and file data; returns the files that
+    remain, as {relative path: data}."""
+    files = {}
+    for r in range(rounds):
+        d = os.path.join(root, "churn%d" % r)
+        os.mkdir(d)
+        for i in range(300):
+            # long names: the directory takes several blocks
+            os.close(os.open(os.path.join(d, "%03d-%s" % (i, "n" * 60)), os.O_CREAT | os.O_WRONLY))
+        for i in range(0, 300, 2):
+            os.unlink(os.path.join(d, "%03d-%s" % (i, "n" * 60)))
+        if r < rounds - 1:
+            for name in os.listdir(d):
+                os.unlink(os.path.join(d, name))
+            os.rmdir(d)
+        name = "data%d" % r
+        files[name] = rng.randbytes(2 * MiB + r)
+        write_file(os.path.join(root, name), files[name])
+        if r:
+            os.unlink(os.path.join(root, "data%d" % (r - 1)))
+            del files["data%d" % (r - 1)]
+    kept = sorted("%03d-%s" % (i, "n" * 60) for i in range(1, 300, 2))
+    for name in kept:
+        files[os.path.join("churn%d" % (rounds - 1), name)] = b""
+    return files
+
+
+@pytest.mark.parametrize("cache", ["default", "off"])
+def test_metadata_cache(volumes, kaiofs_stat_bin, workdir, rng, cache):
+    """Repeated reads of the same metadata blocks come from memory (or, with
+    meta_cache=0, from the device each time), and what kaiofs writes through
+    the cache is what the kernel's ext4 reads back."""
+    dev = volumes.make("ext4")
+    opts = ("stats",) if cache == "default" else ("stats", "meta_cache=0")
+    m = volumes.mount(dev, options=opts)
+    files = churn_metadata(m.mountpoint, rng)
+    stop_clean(m, dev)
+
+    # Look every file up twice, in random order (so that libext2fs' own
+    # buffer of the last inode block rarely has it); between the passes the
+    # kernel forgets its entries, and kaiofs the inodes. The second pass
+    # needs no device read with the cache, and one per lookup without.
+    m = volumes.mount(dev, options=opts)
+    names = sorted(files)
+    passes = []
+    for _ in range(2):
+        rng.shuffle(names)
+        for name in names:
+            os.stat(os.path.join(m.mountpoint, name))
+        passes.append(kh.get_stats(kaiofs_stat_bin, m.mountpoint)["metadata"])
+        kh.drop_kernel_caches()
+    reads = passes[1]["reads"] - passes[0]["reads"]
+    hits = passes[1]["cache_hits"] - passes[0]["cache_hits"]
+    if cache == "default":
+        assert reads <= 2 and hits >= len(names) * 3 // 4, passes
+    else:
+        assert hits == 0 and reads >= len(names) * 3 // 4, passes
+    check_files(m.mountpoint, files, "kaiofs")
+    stop_clean(m, dev)
+    with fs_support.kernel_mount(dev.path, os.path.join(workdir, "k")) as k:
+        check_files(k, files, "kernel ext4")
+        assert sorted(os.listdir(os.path.join(k, "churn2"))) == \
+            sorted(n.split("/")[1] for n in files if n.startswith("churn2/"))
