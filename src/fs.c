@@ -381,6 +381,7 @@ int kn_new(struct fs *fs, struct knode *dir, mode_t mode, const struct fs_cred *
 		free(k);
 		return fs_errno(e);
 	}
+	k->dirty = false;       /* the disk has just what memory has */
 	ext2fs_inode_alloc_stats2(fs->e2, ino, +1, LINUX_S_ISDIR(mode));
 	table_insert(fs, k);
 	*out = k;

@@ -773,6 +773,33 @@ static void link_dec(struct knode *k)
 	k->dirty = true;
 }
 
+/* What a change of names may alter in a directory's inode besides its times. */
+struct dir_shape {
+	uint64_t size;
+	uint32_t blocks;
+	uint16_t links;
+};
+
+static struct dir_shape shape_of(const struct knode *dir)
+{
+	struct dir_shape s = { kn_size(dir), dir->inode.i_blocks, dir->inode.i_links_count };
+
+	return s;
+}
+
+/* The directory's inode after a change of names. When only its times moved
+ * (the entries changed inside blocks it already had), they wait for fsync,
+ * the last reference or unmount: a crash loses nothing else. Anything more
+ * is written now. */
+static int dir_settle(struct fs *fs, struct knode *dir, struct dir_shape before)
+{
+	struct dir_shape now = shape_of(dir);
+
+	if (now.size == before.size && now.blocks == before.blocks && now.links == before.links)
+		return 0;
+	return kn_write(fs, dir);
+}
+
 static bool dir_full(struct fs *fs, struct knode *dir)
 {
 	return dir->inode.i_links_count >= EXT2_LINK_MAX - 1 &&
@@ -946,6 +973,7 @@ static int create_node(struct fs *fs, ino_t parent, const char *name, const stru
 		       const struct fs_cred *cr, struct stat *st)
 {
 	struct knode *dir, *k = NULL;
+	struct dir_shape before;
 	struct acl_inherit inh = { 0 };
 	struct dent *de;
 	mode_t mode = nn->mode;
@@ -966,6 +994,7 @@ static int create_node(struct fs *fs, ino_t parent, const char *name, const stru
 		r = S_ISDIR(nn->mode) && dir_full(fs, dir) ? -EMLINK : 0;
 	if (!r && dir->inode.i_links_count == 0)
 		r = -ENOENT; /* the directory was removed */
+	before = shape_of(dir);
 	if (!r) {
 		kn_inherit_acl(fs, dir, &mode, cr->umask, &inh);
 		r = kn_new(fs, dir, mode, cr, &k);
@@ -977,7 +1006,7 @@ static int create_node(struct fs *fs, ino_t parent, const char *name, const stru
 	else if (!r && (S_ISCHR(nn->mode) || S_ISBLK(nn->mode)))
 		kn_set_rdev(k, nn->rdev);
 	if (!r)
-		r = kn_write(fs, k);
+		r = kn_flush(fs, k);    /* a plain file is on the disk as kn_new wrote it */
 	if (!r)
 		r = kn_store_inherited(fs, dir, k, &inh);
 	if (!r)
@@ -985,7 +1014,7 @@ static int create_node(struct fs *fs, ino_t parent, const char *name, const stru
 	if (!r && S_ISDIR(nn->mode))
 		link_inc(fs, dir);
 	if (!r)
-		r = kn_write(fs, dir);
+		r = dir_settle(fs, dir, before);
 	if (k) {
 		if (r) {
 			k->inode.i_links_count = 0; /* freed by kn_put */
@@ -1140,6 +1169,7 @@ static int dir_is_empty(struct fs *fs, struct knode *k)
 /* Remove name (pointing at victim) from dir and drop the victim's links. */
 static int drop_entry(struct fs *fs, struct knode *dir, const char *name, struct knode *victim)
 {
+	struct dir_shape before = shape_of(dir);
 	int r = dir_remove(fs, dir, name, victim->ino);
 
 	if (r)
@@ -1153,7 +1183,7 @@ static int drop_entry(struct fs *fs, struct knode *dir, const char *name, struct
 	victim->dirty = true;
 	kn_touch(fs, victim, false, true, false);
 	r = kn_write(fs, victim);
-	return r ? r : kn_write(fs, dir);
+	return r ? r : dir_settle(fs, dir, before);
 }
 
 static int remove_name(struct fs *fs, ino_t parent, const char *name, bool want_dir)

@@ -717,6 +717,47 @@ def test_pwrite_straddling_max_file_size_is_short(volumes):
 # 5. kill -9 under a write load
 
 
+def clear_killed_mount(m):
+    """After kill -9 of the daemon: it died of it, and its dead mount goes."""
+    assert m.wait(timeout=30) == -signal.SIGKILL
+    if m.mounted():
+        r = m.unmount()
+        if m.mounted():
+            r = m.unmount(lazy=True)
+        assert not m.mounted(), "the dead mount could not be removed: %s" % r.stderr
+
+
+@pytest.mark.parametrize("end", ["unmount", "fsync-then-kill9"])
+def test_directory_times_reach_the_disk(volumes, workdir, end):
+    """Names added and removed inside a directory's existing blocks leave its
+    new times in memory until the directory is fsync'ed, forgotten or
+    unmounted: at each of those they must reach the disk."""
+    dev = volumes.make("ext4")
+    m = volumes.mount(dev)
+    d = os.path.join(m.mountpoint, "d")
+    os.mkdir(d)
+    for i in range(5):
+        os.close(os.open(os.path.join(d, "f%d" % i), os.O_CREAT | os.O_WRONLY))
+    os.unlink(os.path.join(d, "f0"))
+    want = os.stat(d)
+    if end == "unmount":
+        stop_clean(m, dev)
+    else:
+        dfd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+        os.fsync(dfd)
+        os.close(dfd)
+        os.kill(m.pid, signal.SIGKILL)
+        clear_killed_mount(m)
+        rc, out = fs_support.fsck(dev.path, fix=True)
+        assert rc in (0, 1), "e2fsck -fy exit %d:\n%s" % (rc, out)
+    with fs_support.kernel_mount(dev.path, os.path.join(workdir, "k")) as k:
+        got = os.stat(os.path.join(k, "d"))
+        assert sorted(os.listdir(os.path.join(k, "d"))) == ["f1", "f2", "f3", "f4"]
+    assert (got.st_mtime_ns, got.st_ctime_ns) == (want.st_mtime_ns, want.st_ctime_ns), \
+        "kaiofs showed mtime/ctime %d/%d, the disk has %d/%d" % (
+            want.st_mtime_ns, want.st_ctime_ns, got.st_mtime_ns, got.st_ctime_ns)
+
+
 @pytest.mark.parametrize("dir_fsync", [False, True], ids=["fsync-file", "fsync-file-and-dir"])
 def test_kill9_under_write_load(volumes, mounter, workdir, seed, dir_fsync):
     """Files are recorded once fsync(file) (and, in one variant, fsync of
@@ -782,12 +823,7 @@ def test_kill9_under_write_load(volumes, mounter, workdir, seed, dir_fsync):
     assert not any(t.is_alive() for t in threads), "writers still blocked after kill -9"
     assert not unexpected, unexpected
     assert enough, "only %d files synced in time" % len(before_kill)
-    assert m.wait(timeout=30) == -signal.SIGKILL
-    if m.mounted():
-        r = m.unmount()
-        if m.mounted():
-            r = m.unmount(lazy=True)
-        assert not m.mounted(), "the dead mount could not be removed: %s" % r.stderr
+    clear_killed_mount(m)
     # only files recorded before the kill count (any later one came back too
     # late to be sure it was before the kill)
     rc, out = fs_support.fsck(dev.path, fix=True)
