@@ -23,6 +23,7 @@ static const struct fuse_opt optspec[] = {
 	OPT("arena=%s", arena_s, 0),
 	OPT("queue_depth=%s", queue_depth_s, 0),
 	OPT("reapers=%s", reapers_s, 0),
+	OPT("fuse_threads=%s", fuse_threads_s, 0),
 	OPT("io=%s", io_s, 0),
 	OPT("meta_cache=%s", meta_cache_s, 0),
 	FUSE_OPT_KEY("-h", KEY_HELP),
@@ -133,6 +134,14 @@ static int check_values(struct options *o, char *err, size_t errlen)
 		}
 		o->reapers = (unsigned)v;
 	}
+	if (o->fuse_threads_s) {
+		if (!parse_uint(o->fuse_threads_s, 1, 64, &v)) {
+			snprintf(err, errlen, "bad value fuse_threads=%s: want a whole number from 1 to 64",
+				 o->fuse_threads_s);
+			return -1;
+		}
+		o->fuse_threads = (unsigned)v;
+	}
 	if (o->io_s) {
 		if (strcmp(o->io_s, "cached") != 0 && strcmp(o->io_s, "direct") != 0) {
 			snprintf(err, errlen, "bad value io=%s: want direct or cached", o->io_s);
@@ -182,6 +191,8 @@ void options_usage(const char *prog)
 	       "    -o queue_depth=N       AIO queue depth per context (default %d)\n"
 	       "    -o reapers=N           AIO contexts, each with its reaper thread (default %d,\n"
 	       "                           at most 64)\n"
+	       "    -o fuse_threads=N      threads receiving FUSE requests (default: one per CPU,\n"
+	       "                           2 to 8; at most 64)\n"
 	       "    -o meta_cache=SIZE     memory for metadata blocks read from the device\n"
 	       "                           (default %lluM; 0 reads them every time)\n"
 	       "    -o stats               print the statistics on stderr at unmount (default: off)\n"
@@ -205,6 +216,7 @@ void options_free(struct options *o)
 	free(o->arena_s);
 	free(o->queue_depth_s);
 	free(o->reapers_s);
+	free(o->fuse_threads_s);
 	free(o->io_s);
 	free(o->meta_cache_s);
 }

@@ -21,10 +21,11 @@ struct options {
 	int raw, ro, stats;
 	int foreground, debug, single_thread;
 	int show_help, show_version;
-	char *arena_s, *queue_depth_s, *reapers_s, *io_s, *meta_cache_s;
+	char *arena_s, *queue_depth_s, *reapers_s, *io_s, *meta_cache_s, *fuse_threads_s;
 	bool cached;            /* io=cached: the kernel's page cache in front */
 	uint64_t arena, meta_cache;
 	unsigned queue_depth, reapers;
+	unsigned fuse_threads;   /* 0: chosen from the CPUs */
 	/* parser state */
 	char *err;
 	size_t errlen;

@@ -188,6 +188,8 @@ def test_mountpoint_already_kaiofs(kaiofs_bin, setup, mounter):
     ("arena=-5M", r"arena"),
     ("reapers=0", r"reapers"),
     ("reapers=abc", r"reapers"),
+    ("fuse_threads=0", r"fuse_threads=0.*1 to 64"),
+    ("fuse_threads=65", r"fuse_threads"),
     ("io=bogus", r"io=bogus.*direct or cached"),
     ("io=", r"io="),
     ("meta_cache=abc", r"meta_cache=abc.*0 turns it off"),

@@ -1118,6 +1118,27 @@ def test_stats_in_filesystem_mode(volumes, kaiofs_stat_bin, rng):
     assert written and int(written.group(1)) >= len(data), out
 
 
+def thread_count(pid):
+    return len(os.listdir("/proc/%d/task" % pid))
+
+
+def test_fuse_threads_option(volumes):
+    """fuse_threads=N runs N receive threads; the default is one per CPU
+    kaiofs may run on, 2 to 8."""
+    dev = volumes.make("ext4")
+    m = volumes.mount(dev, options=("fuse_threads=1",))
+    os.listdir(m.mountpoint)            # answered: its one receive thread runs
+    base = thread_count(m.pid) - 1      # everything but the receive threads
+    stop_clean(m, dev)
+    default = min(max(len(os.sched_getaffinity(0)), 2), 8)
+    for opt, want in (("fuse_threads=5", 5), (None, default)):
+        m = volumes.mount(dev, options=(opt,) if opt else ())
+        # the receive threads start while the mount is already served
+        kh.wait_for(lambda: thread_count(m.pid) == base + want, kh.tmo(10))
+        assert thread_count(m.pid) == base + want, (opt, base, want)
+        stop_clean(m, dev)
+
+
 def churn_metadata(root, rng, rounds=3):
     """Directories grown and removed, files written and deleted, so that
     blocks move between metadata and file data; returns the files that
