@@ -100,10 +100,27 @@ static int opt_proc(void *data, const char *arg, int key, struct fuse_args *outa
 	}
 }
 
-static int check_values(struct options *o, char *err, size_t errlen)
+/* A count option NAME=s from 1 to max, if given. */
+static int count_option(const char *name, const char *s, unsigned long max, unsigned *out,
+			char *err, size_t errlen)
 {
 	unsigned long v;
 
+	if (!s)
+		return 0;
+	if (!parse_uint(s, 1, max, &v)) {
+		if (max == INT32_MAX)
+			snprintf(err, errlen, "bad value %s=%s: want a whole number of at least 1", name, s);
+		else
+			snprintf(err, errlen, "bad value %s=%s: want a whole number from 1 to %lu", name, s, max);
+		return -1;
+	}
+	*out = (unsigned)v;
+	return 0;
+}
+
+static int check_values(struct options *o, char *err, size_t errlen)
+{
 	o->arena = DEFAULT_ARENA;
 	o->queue_depth = DEFAULT_QUEUE_DEPTH;
 	o->reapers = DEFAULT_REAPERS;
@@ -118,30 +135,10 @@ static int check_values(struct options *o, char *err, size_t errlen)
 			 o->meta_cache_s);
 		return -1;
 	}
-	if (o->queue_depth_s) {
-		if (!parse_uint(o->queue_depth_s, 1, INT32_MAX, &v)) {
-			snprintf(err, errlen, "bad value queue_depth=%s: want a whole number of at least 1",
-				 o->queue_depth_s);
-			return -1;
-		}
-		o->queue_depth = (unsigned)v;
-	}
-	if (o->reapers_s) {
-		if (!parse_uint(o->reapers_s, 1, 64, &v)) {
-			snprintf(err, errlen, "bad value reapers=%s: want a whole number from 1 to 64",
-				 o->reapers_s);
-			return -1;
-		}
-		o->reapers = (unsigned)v;
-	}
-	if (o->fuse_threads_s) {
-		if (!parse_uint(o->fuse_threads_s, 1, 64, &v)) {
-			snprintf(err, errlen, "bad value fuse_threads=%s: want a whole number from 1 to 64",
-				 o->fuse_threads_s);
-			return -1;
-		}
-		o->fuse_threads = (unsigned)v;
-	}
+	if (count_option("queue_depth", o->queue_depth_s, INT32_MAX, &o->queue_depth, err, errlen) ||
+	    count_option("reapers", o->reapers_s, 64, &o->reapers, err, errlen) ||
+	    count_option("fuse_threads", o->fuse_threads_s, 64, &o->fuse_threads, err, errlen))
+		return -1;
 	if (o->io_s) {
 		if (strcmp(o->io_s, "cached") != 0 && strcmp(o->io_s, "direct") != 0) {
 			snprintf(err, errlen, "bad value io=%s: want direct or cached", o->io_s);
