@@ -10,6 +10,8 @@ struct mblock {
 	blk64_t blk;
 	struct mblock *hnext;
 	struct mblock *prev, *next;     /* recency: head is the newest */
+	struct mblock *dnext;           /* dirty blocks, in the order they became so */
+	bool dirty;                     /* written while held, not yet on the device */
 	char data[];
 };
 
@@ -19,6 +21,8 @@ struct mchan {
 	struct mblock **htab;
 	size_t hsize, count, max_blocks;
 	struct mblock *head, *tail;
+	unsigned holds;                 /* > 0: writes wait for mcache_release */
+	struct mblock *dirty, *dirty_tail;
 };
 
 static struct struct_io_manager manager;
@@ -78,10 +82,29 @@ static void push_front(struct mchan *m, struct mblock *b)
 		m->tail = b;
 }
 
+static void undirty(struct mchan *m, struct mblock *b)
+{
+	struct mblock **p = &m->dirty, *prev = NULL;
+
+	while (*p != b) {
+		prev = *p;
+		p = &(*p)->dnext;
+	}
+	*p = b->dnext;
+	if (m->dirty_tail == b)
+		m->dirty_tail = prev;
+	b->dirty = false;
+}
+
+/* Forget a block. A dirty one is forgotten unwritten: only a block freed (or
+ * overwritten by other means) is dropped while dirty, and then its old
+ * contents must not reach the device. */
 static void drop(struct mchan *m, struct mblock *b)
 {
 	struct mblock **p = &m->htab[slot(m, b->blk)];
 
+	if (b->dirty)
+		undirty(m, b);
 	while (*p != b)
 		p = &(*p)->hnext;
 	*p = b->hnext;
@@ -96,7 +119,9 @@ static void drop_all(struct mchan *m)
 		drop(m, m->head);
 }
 
-static void drop_range(struct mchan *m, blk64_t blk, blk64_t n)
+/* Drop the blocks of [blk, blk + n); with keep_dirty, those written since
+ * mcache_hold stay. */
+static void drop_blocks(struct mchan *m, blk64_t blk, blk64_t n, bool keep_dirty)
 {
 	if (!m->count)
 		return;
@@ -104,7 +129,7 @@ static void drop_range(struct mchan *m, blk64_t blk, blk64_t n)
 		/* a large range: walk the cache instead of the range */
 		for (struct mblock *b = m->head, *next; b; b = next) {
 			next = b->next;
-			if (b->blk >= blk && b->blk - blk < n)
+			if (b->blk >= blk && b->blk - blk < n && !(keep_dirty && b->dirty))
 				drop(m, b);
 		}
 		return;
@@ -112,9 +137,14 @@ static void drop_range(struct mchan *m, blk64_t blk, blk64_t n)
 	for (blk64_t i = 0; i < n; i++) {
 		struct mblock *b = find(m, blk + i);
 
-		if (b)
+		if (b && !(keep_dirty && b->dirty))
 			drop(m, b);
 	}
+}
+
+static void drop_range(struct mchan *m, blk64_t blk, blk64_t n)
+{
+	drop_blocks(m, blk, n, false);
 }
 
 /* The byte range [off, off + len) changed behind the blocks' backs. */
@@ -124,31 +154,81 @@ static void drop_bytes(struct mchan *m, int bs, unsigned long long off, unsigned
 		drop_range(m, off / (unsigned)bs, (off + len - 1) / (unsigned)bs - off / (unsigned)bs + 1);
 }
 
-/* Remember one block's contents (the device's, as just read or written). */
-static void remember(struct mchan *m, blk64_t blk, const void *data)
+/* The oldest block that is not dirty, or NULL. */
+static struct mblock *oldest_clean(struct mchan *m)
+{
+	struct mblock *b = m->tail;
+
+	while (b && b->dirty)
+		b = b->prev;
+	return b;
+}
+
+/* Remember one block's contents: the device's, as just read or written,
+ * or (dirty) what it is to get at mcache_release. Returns false when the
+ * block could not be kept. */
+static bool remember(struct mchan *m, blk64_t blk, const void *data, bool dirty)
 {
 	int bs = m->ch.block_size;
 	struct mblock *b = find(m, blk);
 
 	if (!m->max_blocks || !m->htab)
-		return;
+		return false;
 	if (!b) {
 		if (m->count >= m->max_blocks) {
-			b = m->tail;            /* reuse the oldest */
+			b = oldest_clean(m);    /* reuse the oldest */
+			if (!b)
+				return false;
 			drop(m, b);
 		}
 		b = malloc(sizeof(*b) + (size_t)bs);
 		if (!b)
-			return;
+			return false;
 		b->blk = blk;
+		b->dirty = false;
 		b->hnext = m->htab[slot(m, blk)];
 		m->htab[slot(m, blk)] = b;
 		m->count++;
 	} else {
 		unlink_recency(m, b);
+		if (!dirty && b->dirty)
+			undirty(m, b);  /* these contents are the device's now */
 	}
 	memcpy(b->data, data, (size_t)bs);
 	push_front(m, b);
+	if (dirty && !b->dirty) {
+		b->dirty = true;
+		b->dnext = NULL;
+		if (m->dirty_tail)
+			m->dirty_tail->dnext = b;
+		else
+			m->dirty = b;
+		m->dirty_tail = b;
+	}
+	return true;
+}
+
+/* Write the dirty blocks to the device, in the order they became dirty.
+ * Returns the first error; a block that failed is forgotten (what the
+ * device holds is unknown). */
+static errcode_t write_dirty(struct mchan *m)
+{
+	errcode_t first = 0;
+
+	while (m->dirty) {
+		struct mblock *b = m->dirty;
+		errcode_t e;
+
+		STAT_ADD(meta_writes, 1);
+		m->lower->align = m->ch.align;
+		e = io_channel_write_blk64(m->lower, b->blk, 1, b->data);
+		undirty(m, b);
+		if (e) {
+			first = first ? first : e;
+			drop(m, b);
+		}
+	}
+	return first;
 }
 
 /* Size the table for the channel's block size; called at open and whenever
@@ -207,7 +287,8 @@ static errcode_t mc_close(io_channel io)
 
 	if (--io->refcount > 0)
 		return 0;
-	e = io_channel_close(lower_of(io));
+	e = write_dirty(m);
+	e = io_channel_close(lower_of(io)) ?: e;
 	drop_all(m);
 	free(m->htab);
 	free(io->name);
@@ -218,7 +299,7 @@ static errcode_t mc_close(io_channel io)
 static errcode_t mc_set_blksize(io_channel io, int blksize)
 {
 	struct mchan *m = mc_of(io);
-	errcode_t e = io_channel_set_blksize(lower_of(io), blksize);
+	errcode_t e = write_dirty(m) ?: io_channel_set_blksize(lower_of(io), blksize);
 
 	if (!e && blksize != io->block_size) {
 		io->block_size = blksize;
@@ -255,8 +336,15 @@ static errcode_t mc_read64(io_channel io, unsigned long long blk, int count, voi
 	STAT_ADD(meta_reads, 1);
 	e = io_channel_read_blk64(lower_of(io), blk, count, data);
 	if (!e && count > 0 && (size_t)count <= m->max_blocks)
-		for (int i = 0; i < count; i++)
-			remember(m, blk + (blk64_t)i, (char *)data + (size_t)i * bs);
+		for (int i = 0; i < count; i++) {
+			struct mblock *b = find(m, blk + (blk64_t)i);
+			char *d = (char *)data + (size_t)i * bs;
+
+			if (b && b->dirty)
+				memcpy(d, b->data, bs);  /* newer than the device's */
+			else
+				remember(m, blk + (blk64_t)i, d, false);
+		}
 	return e;
 }
 
@@ -266,6 +354,18 @@ static errcode_t mc_write64(io_channel io, unsigned long long blk, int count, co
 	size_t bs = (size_t)io->block_size;
 	errcode_t e;
 
+	if (count > 0 && m->holds && (size_t)count <= m->max_blocks) {
+		int kept = 0;
+
+		while (kept < count &&
+		       remember(m, blk + (blk64_t)kept, (const char *)data + (size_t)kept * bs, true))
+			kept++;
+		if (kept == count)
+			return 0;       /* written at mcache_release */
+		/* no room to hold them all: the whole range goes out now */
+	}
+	if (count < 0 && (e = write_dirty(m)))
+		return e;
 	STAT_ADD(meta_writes, 1);
 	e = io_channel_write_blk64(lower_of(io), blk, count, data);
 	if (count < 0) {
@@ -275,7 +375,7 @@ static errcode_t mc_write64(io_channel io, unsigned long long blk, int count, co
 		drop_range(m, blk, (blk64_t)count);
 	} else {
 		for (int i = 0; i < count; i++)
-			remember(m, blk + (blk64_t)i, (const char *)data + (size_t)i * bs);
+			remember(m, blk + (blk64_t)i, (const char *)data + (size_t)i * bs, false);
 	}
 	return e;
 }
@@ -297,6 +397,9 @@ static errcode_t mc_write_byte(io_channel io, unsigned long off, int count, cons
 
 	if (!lower->manager->write_byte)
 		return EXT2_ET_UNIMPLEMENTED;
+	e = write_dirty(mc_of(io));
+	if (e)
+		return e;
 	STAT_ADD(meta_writes, 1);
 	e = lower->manager->write_byte(lower, off, count, data);
 	drop_bytes(mc_of(io), io->block_size, off, count > 0 ? (unsigned long long)count : 0);
@@ -305,7 +408,9 @@ static errcode_t mc_write_byte(io_channel io, unsigned long off, int count, cons
 
 static errcode_t mc_flush(io_channel io)
 {
-	return io_channel_flush(lower_of(io));
+	errcode_t e = write_dirty(mc_of(io));
+
+	return io_channel_flush(lower_of(io)) ?: e;
 }
 
 static errcode_t mc_set_option(io_channel io, const char *opt, const char *arg)
@@ -366,22 +471,38 @@ io_manager mcache_manager(size_t limit)
 	return &manager;
 }
 
-void mcache_forget(io_channel io, blk64_t blk, blk64_t n)
+void mcache_hold(io_channel io)
 {
 	if (io && io->manager == &manager)
-		drop_range(mc_of(io), blk, n);
+		mc_of(io)->holds++;
+}
+
+errcode_t mcache_release(io_channel io)
+{
+	struct mchan *m;
+
+	if (!io || io->manager != &manager)
+		return 0;
+	m = mc_of(io);
+	if (m->holds && --m->holds)
+		return 0;
+	return write_dirty(m);
+}
+
+void mcache_forget(io_channel io, blk64_t blk, blk64_t n, bool allocated)
+{
+	if (io && io->manager == &manager)
+		drop_blocks(mc_of(io), blk, n, allocated);
 }
 
 static void on_block_change(ext2_filsys e2, blk64_t blk, int inuse)
 {
-	(void)inuse;
-	mcache_forget(e2->io, blk, 1);
+	mcache_forget(e2->io, blk, 1, inuse > 0);
 }
 
 static void on_range_change(ext2_filsys e2, blk64_t blk, blk_t n, int inuse)
 {
-	(void)inuse;
-	mcache_forget(e2->io, blk, n);
+	mcache_forget(e2->io, blk, n, inuse > 0);
 }
 
 void mcache_follow_allocations(ext2_filsys e2)

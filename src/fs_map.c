@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "fs_cache.h"
 #include "fs_int.h"
 
 #define INIT_MAX_LEN 32768u
@@ -704,6 +705,9 @@ int fs_write_commit(struct fs *fs, struct fs_dio *d, int err)
 	int r = 0;
 
 	pthread_mutex_lock(&fs->lock);
+	/* the extent edits and the inode write below change few blocks, each
+	 * several times: they reach the device once each, at the release */
+	mcache_hold(fs->e2->io);
 	if (err) {
 		release_fresh(fs, d->map);
 	} else if (d->needs_commit) {
@@ -724,6 +728,11 @@ int fs_write_commit(struct fs *fs, struct fs_dio *d, int err)
 		k->dirty = true;
 		if (!r)
 			r = kn_write(fs, k);
+	}
+	e = mcache_release(fs->e2->io);
+	if (e && !r) {
+		r = fs_errno(e);
+		fs->errors = true;
 	}
 	pthread_mutex_unlock(&fs->lock);
 	fs_dio_free(d);
