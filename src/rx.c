@@ -99,11 +99,14 @@ static ssize_t receive(struct rx *rx, struct slot *s)
 	/* ENOENT: the request was interrupted before it was read */
 	if (n < 0 && (err == EINTR || err == EAGAIN || err == ENOENT))
 		return 0;
-	if (n < 0 && err != ENODEV) {
+	/* ENODEV: unmounted. ECONNABORTED: the kernel tore the connection
+	 * down, which an unmount racing with a request being read also
+	 * reports; either way no request will come, and teardown drains */
+	if (n < 0 && err != ENODEV && err != ECONNABORTED) {
 		say("reading /dev/fuse: %s", strerror(err));
 		rx->error = err;
 	}
-	return -1;  /* ENODEV (unmounted) or end of file */
+	return -1;
 }
 
 static void *rx_main(void *arg)
