@@ -10,7 +10,7 @@ struct mblock {
 	blk64_t blk;
 	struct mblock *hnext;
 	struct mblock *prev, *next;     /* recency: head is the newest */
-	struct mblock *dnext;           /* dirty blocks, in the order they became so */
+	struct mblock *dnext;           /* dirty blocks, in the order of their last write */
 	bool dirty;                     /* written while held, not yet on the device */
 	char data[];
 };
@@ -196,7 +196,11 @@ static bool remember(struct mchan *m, blk64_t blk, const void *data, bool dirty)
 	}
 	memcpy(b->data, data, (size_t)bs);
 	push_front(m, b);
-	if (dirty && !b->dirty) {
+	/* dirty blocks go out in the order of their last write: libext2fs
+	 * writes a new extent leaf before the parent that points at it */
+	if (dirty && b->dirty)
+		undirty(m, b);
+	if (dirty) {
 		b->dirty = true;
 		b->dnext = NULL;
 		if (m->dirty_tail)
@@ -208,7 +212,7 @@ static bool remember(struct mchan *m, blk64_t blk, const void *data, bool dirty)
 	return true;
 }
 
-/* Write the dirty blocks to the device, in the order they became dirty.
+/* Write the dirty blocks to the device, in the order of their last write.
  * Returns the first error; a block that failed is forgotten (what the
  * device holds is unknown). */
 static errcode_t write_dirty(struct mchan *m)

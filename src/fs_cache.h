@@ -25,7 +25,7 @@ io_manager mcache_manager(size_t limit);
  * mcache_release, a block written again replaces its earlier copy in memory
  * (libext2fs writes an inode's block several times while it edits an extent
  * tree), and reads see the newest. Release writes each changed block once,
- * in the order the blocks first changed, and returns the first error. Holds
+ * in the order of each block's last write (a child before the parent that points at it, as libext2fs wrote them), and returns the first error. Holds
  * nest; with the cache off they change nothing. */
 void mcache_hold(io_channel io);
 errcode_t mcache_release(io_channel io);

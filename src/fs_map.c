@@ -365,11 +365,14 @@ static int allocate_hole(struct fs *fs, struct knode *k, uint64_t fblk, uint64_t
 		if (plen > n)
 			plen = n;
 		ext2fs_block_alloc_stats_range(fs->e2, pblk, (blk_t)plen, +1);
+		/* libext2fs 1.47.0 passes its range callback an empty range */
+		mcache_forget(fs->e2->io, pblk, plen, true);
 		struct io_seg s = { .fblk = fblk, .pblk = pblk, .nblk = (uint32_t)plen,
 				    .zero = 1, .fresh = 1 };
 		r = io_map_add(out, &s);
 		if (r) {
 			ext2fs_block_alloc_stats_range(fs->e2, pblk, (blk_t)plen, -1);
+			mcache_forget(fs->e2->io, pblk, plen, false);
 			return r;
 		}
 		fblk += plen;
@@ -693,9 +696,11 @@ static errcode_t commit_indirect(struct fs *fs, struct knode *k, const struct io
 static void release_fresh_from(struct fs *fs, const struct io_map *m, unsigned from, uint32_t skip)
 {
 	for (unsigned i = from; i < m->n; i++, skip = 0)
-		if (m->seg[i].fresh && m->seg[i].nblk > skip)
+		if (m->seg[i].fresh && m->seg[i].nblk > skip) {
 			ext2fs_block_alloc_stats_range(fs->e2, m->seg[i].pblk + skip,
 						       m->seg[i].nblk - skip, -1);
+			mcache_forget(fs->e2->io, m->seg[i].pblk + skip, m->seg[i].nblk - skip, false);
+		}
 }
 
 int fs_write_commit(struct fs *fs, struct fs_dio *d, int err)
