@@ -14,6 +14,16 @@ import kaiofs_helpers as kh
 from kaiofs_helpers import BLOCK, MiB, tmo
 
 
+
+def clear_mount_and_pids(mnt, pids):
+    """Whatever a test left: the mount goes, and its processes get 10 s to
+    exit before they are killed."""
+    if kh.fuse_mounted_at(mnt):
+        kh.force_unmount(mnt)
+    for p in pids:
+        if kh.wait_for(lambda: not kh.pid_alive(p), tmo(10)) is False:
+            os.kill(p, signal.SIGKILL)
+
 def _expect_errno(expected, func, *args):
     """Call func(*args); it must fail with one of the expected errno values."""
     if isinstance(expected, int):
@@ -339,11 +349,7 @@ def test_daemonizes_without_f(kaiofs_bin, file_device, workdir, rng):
             "daemon %r still running 20s after unmount" % pids
         assert not kh.fuse_mounted_at(mnt)
     finally:
-        if kh.fuse_mounted_at(mnt):
-            kh.force_unmount(mnt)
-        for p in pids:
-            if kh.wait_for(lambda: not kh.pid_alive(p), tmo(10)) is False:
-                os.kill(p, signal.SIGKILL)
+        clear_mount_and_pids(mnt, pids)
         out.close()
         err.close()
     kh.assert_same_data(file_device.read_all(), model, "image after unmount")
@@ -378,11 +384,7 @@ def test_daemon_lets_go_of_its_callers_output(kaiofs_bin, file_device, workdir):
         assert kh.wait_for(lambda: not any(kh.pid_alive(p) for p in pids), tmo(20)), \
             "daemon %r still running 20s after unmount" % pids
     finally:
-        if kh.fuse_mounted_at(mnt):
-            kh.force_unmount(mnt)
-        for p in pids:
-            if kh.wait_for(lambda: not kh.pid_alive(p), tmo(10)) is False:
-                os.kill(p, signal.SIGKILL)
+        clear_mount_and_pids(mnt, pids)
 
 
 # --------------------------------------------------------------------------
