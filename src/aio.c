@@ -197,6 +197,21 @@ static void ctx_kick(struct aio_ctx *c)
 	submit_loop(c);
 }
 
+bool aio_idle(struct aio_engine *e)
+{
+	for (unsigned i = 0; i < e->nctx; i++) {
+		struct aio_ctx *c = &e->ctxs[i];
+		bool idle;
+
+		pthread_mutex_lock(&c->mu);
+		idle = c->in_flight == 0 && c->queued == 0;
+		pthread_mutex_unlock(&c->mu);
+		if (!idle)
+			return false;
+	}
+	return true;
+}
+
 void aio_submit_batch(struct aio_engine *e, struct aio_req **rs, unsigned n)
 {
 	unsigned i = e->nctx > 1 ? __atomic_fetch_add(&e->rr, 1, __ATOMIC_RELAXED) % e->nctx : 0;

@@ -55,5 +55,7 @@ void aio_submit(struct aio_engine *e, struct aio_req *r);
 /* Queue n requests at once: they go to one context and, queue room
  * permitting, out in one io_submit call. */
 void aio_submit_batch(struct aio_engine *e, struct aio_req **rs, unsigned n);
+/* Whether no request is queued or in flight at this moment. */
+bool aio_idle(struct aio_engine *e);
 
 #endif

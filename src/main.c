@@ -173,9 +173,6 @@ static int start_engine(struct mount_ctx *m)
 	return 0;
 }
 
-/* Receive threads: enough for handlers that wait (on the metadata lock,
- * or for I/O before a truncate) without stalling the rest, while their
- * buffers take at most a quarter of the arena. */
 /* One receive thread per CPU by default: with more threads than CPUs, each
  * request wakes a sleeping thread instead of being taken by one that has
  * just finished the last (on 2 CPUs, 2 threads serve 4k requests 15-20%
@@ -195,11 +192,19 @@ static unsigned rx_threads(const struct mount_ctx *m)
 	return n;
 }
 
+static bool no_device_io(void *aio)
+{
+	return aio_idle(aio);
+}
+
 static int run_loop(struct mount_ctx *m)
 {
+	struct rx_config cfg = { .nthreads = rx_threads(m), .poll_us = m->o->poll_us,
+				 .quiet = no_device_io, .quiet_arg = m->aio };
+
 	if (m->o->single_thread)
 		return fuse_session_loop(m->se);
-	return rx_loop(m->se, m->arena, rx_threads(m));
+	return rx_loop(m->se, m->arena, &cfg);
 }
 
 static void print_stats(void)

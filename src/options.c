@@ -26,6 +26,7 @@ static const struct fuse_opt optspec[] = {
 	OPT("fuse_threads=%s", fuse_threads_s, 0),
 	OPT("io=%s", io_s, 0),
 	OPT("meta_cache=%s", meta_cache_s, 0),
+	OPT("poll_us=%s", poll_us_s, 0),
 	FUSE_OPT_KEY("-h", KEY_HELP),
 	FUSE_OPT_KEY("--help", KEY_HELP),
 	FUSE_OPT_KEY("-V", KEY_VERSION),
@@ -101,18 +102,18 @@ static int opt_proc(void *data, const char *arg, int key, struct fuse_args *outa
 }
 
 /* A count option NAME=s from 1 to max, if given. */
-static int count_option(const char *name, const char *s, unsigned long max, unsigned *out,
-			char *err, size_t errlen)
+static int count_option(const char *name, const char *s, unsigned long min, unsigned long max,
+			unsigned *out, char *err, size_t errlen)
 {
 	unsigned long v;
 
 	if (!s)
 		return 0;
-	if (!parse_uint(s, 1, max, &v)) {
+	if (!parse_uint(s, min, max, &v)) {
 		if (max == INT32_MAX)
-			snprintf(err, errlen, "bad value %s=%s: want a whole number of at least 1", name, s);
+			snprintf(err, errlen, "bad value %s=%s: want a whole number of at least %lu", name, s, min);
 		else
-			snprintf(err, errlen, "bad value %s=%s: want a whole number from 1 to %lu", name, s, max);
+			snprintf(err, errlen, "bad value %s=%s: want a whole number from %lu to %lu", name, s, min, max);
 		return -1;
 	}
 	*out = (unsigned)v;
@@ -125,6 +126,7 @@ static int check_values(struct options *o, char *err, size_t errlen)
 	o->queue_depth = DEFAULT_QUEUE_DEPTH;
 	o->reapers = DEFAULT_REAPERS;
 	o->meta_cache = DEFAULT_META_CACHE;
+	o->poll_us = DEFAULT_POLL_US;
 	if (o->arena_s && (!parse_size(o->arena_s, &o->arena) || o->arena < MIN_ARENA)) {
 		snprintf(err, errlen, "bad value arena=%s: want a size of at least 4M (suffixes K, M, G)",
 			 o->arena_s);
@@ -135,9 +137,10 @@ static int check_values(struct options *o, char *err, size_t errlen)
 			 o->meta_cache_s);
 		return -1;
 	}
-	if (count_option("queue_depth", o->queue_depth_s, INT32_MAX, &o->queue_depth, err, errlen) ||
-	    count_option("reapers", o->reapers_s, 64, &o->reapers, err, errlen) ||
-	    count_option("fuse_threads", o->fuse_threads_s, 64, &o->fuse_threads, err, errlen))
+	if (count_option("queue_depth", o->queue_depth_s, 1, INT32_MAX, &o->queue_depth, err, errlen) ||
+	    count_option("reapers", o->reapers_s, 1, 64, &o->reapers, err, errlen) ||
+	    count_option("fuse_threads", o->fuse_threads_s, 1, 64, &o->fuse_threads, err, errlen) ||
+	    count_option("poll_us", o->poll_us_s, 0, MAX_POLL_US, &o->poll_us, err, errlen))
 		return -1;
 	if (o->io_s) {
 		if (strcmp(o->io_s, "cached") != 0 && strcmp(o->io_s, "direct") != 0) {
@@ -192,6 +195,10 @@ void options_usage(const char *prog)
 	       "                           2 to 8; at most 64)\n"
 	       "    -o meta_cache=SIZE     memory for metadata blocks read from the device\n"
 	       "                           (default %lluM; 0 reads them every time)\n"
+	       "    -o poll_us=N           after a request, while no device I/O is in flight,\n"
+	       "                           one receive thread polls for the next request up to\n"
+	       "                           N microseconds before it sleeps (default %d, at\n"
+	       "                           most %d; 0 never polls)\n"
 	       "    -o stats               print the statistics on stderr at unmount (default: off)\n"
 	       "    -f                     stay in the foreground (default: detach once mounted)\n"
 	       "    -d, --debug            debug output (implies -f)\n"
@@ -202,7 +209,8 @@ void options_usage(const char *prog)
 	       "by mount -t kaiofs, umount waits until kaiofs has finished (see kaiofs(8)).\n"
 	       "Statistics of a mount: kaiofs-stat MOUNTPOINT.\n\n"
 	       "FUSE options:\n", prog, DEFAULT_ARENA >> 20, MIN_ARENA >> 20,
-	       DEFAULT_QUEUE_DEPTH, DEFAULT_REAPERS, DEFAULT_META_CACHE >> 20);
+	       DEFAULT_QUEUE_DEPTH, DEFAULT_REAPERS, DEFAULT_META_CACHE >> 20,
+	       DEFAULT_POLL_US, MAX_POLL_US);
 	fuse_lowlevel_help();
 }
 
@@ -213,6 +221,7 @@ void options_free(struct options *o)
 	free(o->arena_s);
 	free(o->queue_depth_s);
 	free(o->reapers_s);
+	free(o->poll_us_s);
 	free(o->fuse_threads_s);
 	free(o->io_s);
 	free(o->meta_cache_s);

@@ -14,6 +14,8 @@
 #define DEFAULT_REAPERS 1
 #define DEFAULT_META_CACHE (16ull << 20)
 #define MAX_META_CACHE (4ull << 30)
+#define DEFAULT_POLL_US 50
+#define MAX_POLL_US 1000
 
 struct options {
 	char *device;
@@ -21,11 +23,13 @@ struct options {
 	int raw, ro, stats;
 	int foreground, debug, single_thread;
 	int show_help, show_version;
-	char *arena_s, *queue_depth_s, *reapers_s, *io_s, *meta_cache_s, *fuse_threads_s;
+	char *arena_s, *queue_depth_s, *reapers_s, *io_s, *meta_cache_s, *fuse_threads_s,
+	     *poll_us_s;
 	bool cached;            /* io=cached: the kernel's page cache in front */
 	uint64_t arena, meta_cache;
 	unsigned queue_depth, reapers;
 	unsigned fuse_threads;   /* 0: chosen from the CPUs */
+	unsigned poll_us;        /* receive threads poll this long before sleeping */
 	/* parser state */
 	char *err;
 	size_t errlen;

@@ -2,8 +2,10 @@
 #include "arena.h"
 #include "log.h"
 #include "stats.h"
+#include "util.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <semaphore.h>
 #include <signal.h>
@@ -41,6 +43,10 @@ struct rx {
 	struct arena *arena;
 	int fd;
 	size_t head, slot_len;
+	uint64_t poll_ns;
+	bool (*quiet)(void *arg);
+	void *quiet_arg;
+	bool polling;           /* a thread is polling (one at a time) */
 	sem_t finished;
 	int error;
 };
@@ -84,9 +90,40 @@ static void release_rest(struct rx *rx, struct slot *s)
 	s->base = NULL;
 }
 
+static bool may_poll(struct rx *rx)
+{
+	return rx->poll_ns && (!rx->quiet || rx->quiet(rx->quiet_arg));
+}
+
+/* Before a thread sleeps in read: a request that follows the last one
+ * within microseconds (a program that stats or creates files one after
+ * another) is found without waking a sleeping thread, which takes longer
+ * than serving the request. One thread polls at a time, and only while no
+ * device I/O is in flight: a polling thread would take the CPU that the
+ * I/O's completion needs. Returns whether a request is waiting. */
+static bool poll_request(struct rx *rx)
+{
+	struct pollfd p = { .fd = rx->fd, .events = POLLIN };
+	bool found = false;
+	uint64_t end;
+
+	if (!may_poll(rx) || __atomic_exchange_n(&rx->polling, true, __ATOMIC_ACQUIRE))
+		return false;
+	end = now_ns() + rx->poll_ns;
+	do {
+		if (poll(&p, 1, 0) != 0) {
+			found = (p.revents & POLLIN) != 0;
+			break;
+		}
+	} while (now_ns() < end && may_poll(rx));
+	__atomic_store_n(&rx->polling, false, __ATOMIC_RELEASE);
+	return found;
+}
+
 /* Read one request; returns its length, 0 to retry, or -1 to stop. */
 static ssize_t receive(struct rx *rx, struct slot *s)
 {
+	bool polled = poll_request(rx);
 	ssize_t n;
 	int err;
 
@@ -94,8 +131,11 @@ static ssize_t receive(struct rx *rx, struct slot *s)
 	err = errno;
 	if (fuse_session_exited(rx->se))
 		return -1;
-	if (n > 0)
+	if (n > 0) {
+		if (polled)
+			STAT_ADD(polled, 1);
 		return n;
+	}
 	/* ENOENT: the request was interrupted before it was read */
 	if (n < 0 && (err == EINTR || err == EAGAIN || err == ENOENT))
 		return 0;
@@ -206,10 +246,12 @@ static void stop_threads(struct rx *rx, struct rx_thread *t, unsigned n)
 	}
 }
 
-int rx_loop(struct fuse_session *se, struct arena *arena, unsigned nthreads)
+int rx_loop(struct fuse_session *se, struct arena *arena, const struct rx_config *cfg)
 {
 	struct rx rx = { .se = se, .arena = arena, .fd = fuse_session_fd(se),
-			 .head = arena_unit(arena) };
+			 .head = arena_unit(arena), .poll_ns = cfg->poll_us * 1000ull,
+			 .quiet = cfg->quiet, .quiet_arg = cfg->quiet_arg };
+	unsigned nthreads = cfg->nthreads;
 	struct rx_thread *t = calloc(nthreads, sizeof(*t));
 	unsigned started = 0;
 

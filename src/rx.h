@@ -12,9 +12,20 @@
 
 struct arena;
 
-/* Serve se with nthreads receive threads until the session exits (unmount
- * or a signal). Returns 0, or -1 after a read error other than unmount. */
-int rx_loop(struct fuse_session *se, struct arena *arena, unsigned nthreads);
+struct rx_config {
+	unsigned nthreads;
+	/* After serving a request, one thread at a time polls for the next
+	 * one up to poll_us microseconds before it sleeps in read, as long as
+	 * quiet(quiet_arg) says so (NULL: always). 0: never poll. */
+	unsigned poll_us;
+	bool (*quiet)(void *quiet_arg);
+	void *quiet_arg;
+};
+
+/* Serve se with cfg->nthreads receive threads until the session exits
+ * (unmount or a signal). Returns 0, or -1 after a read error other than
+ * unmount. */
+int rx_loop(struct fuse_session *se, struct arena *arena, const struct rx_config *cfg);
 
 /* Arena bytes one receive thread keeps for its buffer. */
 size_t rx_slot_len(size_t arena_unit);

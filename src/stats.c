@@ -136,8 +136,9 @@ static void render_json(struct sbuf *b)
 		sb_printf(b, "\"%s\":%llu%s", fop_names[i], G(fuse_requests[i]),
 			  i + 1 < FOP__COUNT ? "," : "");
 	sb_printf(b, "},\"bytes_read\":%llu,\"bytes_written\":%llu,\"rmw_blocks\":%llu,\"lock_waits\":%llu,"
-		  "\"writes_in_place\":%llu},",
-		  G(bytes_read), G(bytes_written), G(rmw_blocks), G(lock_waits), G(writes_in_place));
+		  "\"writes_in_place\":%llu,\"polled\":%llu},",
+		  G(bytes_read), G(bytes_written), G(rmw_blocks), G(lock_waits), G(writes_in_place),
+		  G(polled));
 	sb_printf(b, "\"metadata\":{\"reads\":%llu,\"cache_hits\":%llu,\"writes\":%llu},",
 		  G(meta_reads), G(meta_hits), G(meta_writes));
 	sb_printf(b, "\"latency\":{\"device\":{");
@@ -175,7 +176,8 @@ static void render_table(struct sbuf *b)
 	sb_printf(b, "  allocations %18llu   waits %14llu   receive buffers %llu\n", G(arena_allocs),
 		  G(arena_waits), G(arena_rx));
 	sb_printf(b, "fuse\n");
-	sb_printf(b, "  bytes read %19llu   bytes written %6llu\n", G(bytes_read), G(bytes_written));
+	sb_printf(b, "  bytes read %19llu   bytes written %6llu   requests polled %llu\n",
+		  G(bytes_read), G(bytes_written), G(polled));
 	sb_printf(b, "  rmw edge blocks %14llu   overlap waits %6llu   writes in place %llu\n",
 		  G(rmw_blocks), G(lock_waits), G(writes_in_place));
 	sb_printf(b, "  requests:");

@@ -42,6 +42,7 @@ struct kstats {
 	uint64_t bytes_read, bytes_written;
 	uint64_t rmw_blocks;     /* edge blocks read for read-modify-write */
 	uint64_t lock_waits;     /* writes queued behind an overlapping write */
+	uint64_t polled;         /* requests found by a receive thread polling */
 	/* metadata I/O of libext2fs */
 	uint64_t meta_reads;     /* reads that went to the device */
 	uint64_t meta_hits;      /* reads served from the metadata cache */

@@ -195,6 +195,9 @@ def test_mountpoint_already_kaiofs(kaiofs_bin, setup, mounter):
     ("meta_cache=abc", r"meta_cache=abc.*0 turns it off"),
     ("meta_cache=-1M", r"meta_cache"),
     ("meta_cache=5G", r"meta_cache=5G.*at most 4G"),
+    ("poll_us=-1", r"poll_us=-1.*0 to 1000"),
+    ("poll_us=1001", r"poll_us"),
+    ("poll_us=abc", r"poll_us"),
     ("bogus_option=1", r"bogus_option"),
 ])
 def test_bad_option_value(kaiofs_bin, setup, opt, pattern):

@@ -1207,3 +1207,31 @@ def test_metadata_cache(volumes, kaiofs_stat_bin, workdir, rng, cache):
         check_files(k, files, "kernel ext4")
         assert sorted(os.listdir(os.path.join(k, "churn2"))) == \
             sorted(n.split("/")[1] for n in files if n.startswith("churn2/"))
+
+
+@pytest.mark.parametrize("poll", ["default", "off"])
+def test_request_polling(volumes, kaiofs_stat_bin, poll):
+    """While no device I/O is in flight, a receive thread that has answered
+    a request polls for the next one (poll_us, 50 microseconds by default)
+    before it sleeps: a program that creates and stats files one after
+    another has requests found by polling (most of them on an idle
+    machine, a few percent with the CPUs busy elsewhere). poll_us=0 never
+    polls."""
+    dev = volumes.make("ext4")
+    m = volumes.mount(dev, options=("poll_us=0",) if poll == "off" else ())
+    d = os.path.join(m.mountpoint, "d")
+    os.mkdir(d)
+    before = kh.get_stats(kaiofs_stat_bin, m.mountpoint)["fuse"]
+    for i in range(300):
+        os.close(os.open(os.path.join(d, "f%d" % i), os.O_CREAT | os.O_WRONLY, 0o644))
+    kh.drop_kernel_caches()
+    for i in range(300):
+        os.stat(os.path.join(d, "f%d" % i))
+    after = kh.get_stats(kaiofs_stat_bin, m.mountpoint)["fuse"]
+    polled = after["polled"] - before["polled"]
+    requests = sum(after["requests"].values()) - sum(before["requests"].values())
+    if poll == "off":
+        assert polled == 0, (polled, requests)
+    else:
+        assert polled > 0, (polled, requests)
+    stop_clean(m, dev)
