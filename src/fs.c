@@ -267,6 +267,12 @@ int kn_write(struct fs *fs, struct knode *k)
 
 	if (fs->ro)
 		return 0;
+	/* An inode whose last name is gone is recorded deleted in the same
+	 * write (as a crash would leave it: e2fsck frees it either way), so
+	 * that freeing it at its last reference needs no write of its own
+	 * when it has no blocks to give back. */
+	if (k->inode.i_links_count == 0 && !k->inode.i_dtime)
+		k->inode.i_dtime = (__u32)time(NULL);
 	e = ext2fs_write_inode_full(fs->e2, k->ino, EI(k),
 				    fs->inode_size < IBUFSIZE ? (int)fs->inode_size : IBUFSIZE);
 	if (e)
@@ -296,11 +302,12 @@ int kn_free_inode(struct fs *fs, struct knode *k)
 	if (!r && ext2fs_file_acl_block(fs->e2, EI(k))) {
 		e = ext2fs_free_ext_attr(fs->e2, k->ino, &k->inode);
 		r = fs_errno(e);
+		k->dirty = true;        /* its block pointer and count changed */
 	}
-	k->inode.i_dtime = (__u32)time(NULL);
-	k->dirty = true;
+	if (!k->inode.i_dtime)
+		k->dirty = true;        /* kn_write records the deletion time */
 	if (!r)
-		r = kn_write(fs, k);
+		r = kn_flush(fs, k);
 	if (!r)
 		ext2fs_inode_alloc_stats2(fs->e2, k->ino, -1, kn_is_dir(k));
 	return r;

@@ -804,7 +804,8 @@ int map_truncate(struct fs *fs, struct knode *k, uint64_t size)
 		r = punch(fs, k, first_free, ~0ULL);
 	if (r)
 		return r;
-	kn_set_size(fs, k, size);
+	if (size != kn_size(k))
+		kn_set_size(fs, k, size);
 	return 0;
 }
 

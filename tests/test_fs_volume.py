@@ -758,6 +758,56 @@ def test_directory_times_reach_the_disk(volumes, workdir, end):
             want.st_mtime_ns, want.st_ctime_ns, got.st_mtime_ns, got.st_ctime_ns)
 
 
+def test_unlinked_files_stay_deleted(volumes, kaiofs_stat_bin, workdir, rng):
+    """An unlink writes the directory block and the inode, which it records
+    deleted (no links, a deletion time): freeing an empty inode when the
+    kernel forgets it writes nothing more. kill -9 after unlinks, of closed
+    files and of one still open, leaves them deleted: e2fsck frees them
+    (none turns up in lost+found) and the other files are intact."""
+    dev = volumes.make("ext4")
+    # one receive thread: the forgets the unlinks cause are read before
+    # the next request, so they are done when it is answered
+    m = volumes.mount(dev, options=("fuse_threads=1",))
+    d = os.path.join(m.mountpoint, "d")
+    os.mkdir(d)
+    keep = {"d/keep%d" % i: rng.randbytes(9000 * i) for i in range(4)}
+    for name, data in keep.items():
+        write_file(os.path.join(m.mountpoint, name), data)
+    for i in range(40):
+        os.close(os.open(os.path.join(d, "empty%d" % i), os.O_CREAT | os.O_WRONLY, 0o644))
+    for i in range(6):
+        write_file(os.path.join(d, "data%d" % i), rng.randbytes(70000))
+    held_data = rng.randbytes(50000)
+    write_file(os.path.join(d, "held"), held_data)
+    held = os.open(os.path.join(d, "held"), os.O_RDONLY)
+    try:
+        dfd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+        os.fsync(dfd)
+        os.close(dfd)
+        os.stat(d)
+        before = kh.get_stats(kaiofs_stat_bin, m.mountpoint)["metadata"]["writes"]
+        for i in range(40):
+            os.unlink(os.path.join(d, "empty%d" % i))
+        os.stat(d)      # a GETATTR, read after the forgets
+        writes = kh.get_stats(kaiofs_stat_bin, m.mountpoint)["metadata"]["writes"] - before
+        assert writes <= 2 * 40, "%d metadata writes for 40 unlinks" % writes
+        for i in range(6):
+            os.unlink(os.path.join(d, "data%d" % i))
+        os.unlink(os.path.join(d, "held"))
+        assert os.pread(held, len(held_data) + 1, 0) == held_data
+        os.kill(m.pid, signal.SIGKILL)
+    finally:
+        os.close(held)
+    clear_killed_mount(m)
+    rc, out = fs_support.fsck(dev.path, fix=True)
+    assert rc in (0, 1), "e2fsck -fy exit %d:\n%s" % (rc, out)
+    fs_support.assert_fsck_clean(dev.path)
+    with fs_support.kernel_mount(dev.path, os.path.join(workdir, "k")) as k:
+        assert os.listdir(os.path.join(k, "lost+found")) == []
+        assert sorted(os.listdir(os.path.join(k, "d"))) == sorted(n[2:] for n in keep)
+        check_files(k, keep, "kernel ext4")
+
+
 @pytest.mark.parametrize("dir_fsync", [False, True], ids=["fsync-file", "fsync-file-and-dir"])
 def test_kill9_under_write_load(volumes, mounter, workdir, seed, dir_fsync):
     """Files are recorded once fsync(file) (and, in one variant, fsync of
