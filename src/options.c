@@ -101,7 +101,7 @@ static int opt_proc(void *data, const char *arg, int key, struct fuse_args *outa
 	}
 }
 
-/* A count option NAME=s from 1 to max, if given. */
+/* A count option NAME=s from min to max, if given. */
 static int count_option(const char *name, const char *s, unsigned long min, unsigned long max,
 			unsigned *out, char *err, size_t errlen)
 {
