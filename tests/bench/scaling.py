@@ -17,6 +17,9 @@
 OUT holds points.tsv, written by scaling.sh: one line per measurement,
 tab-separated: kind (fio, meta, dircreate), phase (target, scaling), system,
 workload, rw, bs, iodepth, jobs, result file, exit status of the program.
+Beside each fio result FILE.json, FILE.cpu holds two samples of /proc/stat
+(busy ticks, all ticks, context switches of the whole machine) taken before
+and after the job; the meta JSON carries the same samples for each phase.
 """
 
 import csv
@@ -29,13 +32,15 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import fs_compare  # noqa: E402  (names, create, check_listing, load_json, parse_size)
 
-SYSTEMS = ("kaiofs", "raw", "ext4", "fuse2fs")
-TITLES = {"kaiofs": "kaiofs", "raw": "raw device", "ext4": "kernel ext4", "fuse2fs": "fuse2fs"}
+SYSTEMS = ("kaiofs", "raw", "ext4", "fuse2fs", "fusenull")
+TITLES = {"kaiofs": "kaiofs", "raw": "raw device", "ext4": "kernel ext4", "fuse2fs": "fuse2fs",
+          "fusenull": "fuse-null"}
 STYLE = {
     "kaiofs": dict(color="tab:red", linewidth=2.4, marker="o", zorder=4),
     "raw": dict(color="black", linewidth=1.4, linestyle="--", marker="s", zorder=3),
     "ext4": dict(color="tab:blue", linewidth=1.4, marker="^", zorder=2),
     "fuse2fs": dict(color="tab:orange", linewidth=1.4, marker="v", zorder=1),
+    "fusenull": dict(color="tab:gray", linewidth=1.0, linestyle=":", marker="x", zorder=1),
 }
 
 # The targets: label, unit, (kind, workload of the "targets" phase), checks.
@@ -54,7 +59,10 @@ TARGETS = (
 )
 
 CSV_FIELDS = ("phase", "system", "workload", "rw", "bs", "iodepth", "jobs", "iops", "mb_s",
-              "p50_us", "p99_us", "entries", "status")
+              "p50_us", "p99_us", "entries", "busy_cpus", "cpu_us_op", "cs_op", "status")
+# The systems of the target table, and those whose value kaiofs is compared with.
+TARGET_SYSTEMS = ("kaiofs", "raw", "ext4", "fuse2fs", "fusenull")
+COMPARED = ("raw", "ext4", "fuse2fs")
 
 
 # ---------------------------------------------------------------- measuring
@@ -93,6 +101,33 @@ def timed_each(paths, op):
     return clock() - t0, lat
 
 
+def cpu_sample():
+    """[busy ticks, all ticks, context switches] of the machine since boot."""
+    busy = total = ctxt = 0
+    with open("/proc/stat") as f:
+        for line in f:
+            fields = line.split()
+            if fields[0] == "cpu":
+                ticks = [int(x) for x in fields[1:9]]
+                total = sum(ticks)
+                busy = total - ticks[3] - ticks[4]  # less idle and iowait
+            elif fields[0] == "ctxt":
+                ctxt = int(fields[1])
+    return [busy, total, ctxt]
+
+
+def cpu_per_op(before, after, ops):
+    """{"busy_cpus", "cpu_us_op", "cs_op"} over a measurement of `ops` operations:
+    CPUs busy on average, busy CPU time of the whole machine per operation and
+    context switches per operation."""
+    busy, total, ctxt = (a - b for a, b in zip(after, before))
+    if total <= 0 or ops <= 0:
+        return None
+    ncpu = os.cpu_count() or 1
+    return {"busy_cpus": ncpu * busy / total,
+            "cpu_us_op": busy / os.sysconf("SC_CLK_TCK") * 1e6 / ops, "cs_op": ctxt / ops}
+
+
 def cmd_meta(top, n, drop):
     d = os.path.join(top, "meta")
     os.mkdir(d)
@@ -101,8 +136,10 @@ def cmd_meta(top, n, drop):
     for phase, op in (("create", fs_compare.create), ("stat", stat_empty), ("unlink", os.unlink)):
         if drop:
             drop_caches()
+        before = cpu_sample()
         total, lat = timed_each(paths, op)
-        result[phase] = dict(latency_summary(lat), s=total, ops_s=n / total)
+        result[phase] = dict(latency_summary(lat), s=total, ops_s=n / total,
+                             cpu=[before, cpu_sample()])
         if phase == "create":
             fs_compare.check_listing(d, paths)
     fs_compare.check_listing(d, [])
@@ -178,8 +215,21 @@ def fio_result(path, rw):
         v = pct.get(key)
         return v / 1000 if v else None
 
-    return {"iops": d["iops"], "mb_s": d["bw_bytes"] / 1e6,
-            "p50_us": us("50.000000"), "p99_us": us("99.000000")}
+    res = {"iops": d["iops"], "mb_s": d["bw_bytes"] / 1e6,
+           "p50_us": us("50.000000"), "p99_us": us("99.000000")}
+    cpu = fio_cpu(path, d.get("total_ios", 0))
+    if cpu:
+        res.update(cpu)
+    return res
+
+
+def fio_cpu(json_path, ops):
+    try:
+        with open(json_path[:-len(".json")] + ".cpu") as f:
+            samples = [[int(x) for x in line.split()] for line in f if line.strip()]
+    except (OSError, ValueError):
+        return None
+    return cpu_per_op(samples[0], samples[1], ops) if len(samples) == 2 else None
 
 
 def json_result(path):
@@ -208,8 +258,9 @@ def rows_of(points):
         elif p["kind"] == "meta":
             for phase in ("create", "stat", "unlink"):
                 r = res[phase]
+                cpu = cpu_per_op(r["cpu"][0], r["cpu"][1], res["n"]) if "cpu" in r else None
                 rows.append(dict(base, rw=phase, iops=r["ops_s"], p50_us=r["p50_us"],
-                                 p99_us=r["p99_us"], entries=res["n"],
+                                 p99_us=r["p99_us"], entries=res["n"], **(cpu or {}),
                                  status="ok, caches dropped" if res["drop_caches"] else "ok"))
         elif p["kind"] == "dircreate":
             for w in res["windows"]:
@@ -267,20 +318,58 @@ def read_header(out):
         return []
 
 
+def target_row(rows, s, kind, name):
+    if kind == "fio":
+        return find(rows, system=s, workload=name)
+    return None if s == "raw" else find(rows, system=s, workload="meta", rw=name)
+
+
+def cost_lines(rows, n_meta):
+    """Where the time goes: busy CPU time per operation of each system, and
+    for the fio rows what that makes of kaiofs's ratio to the raw device
+    when the CPUs are the limit."""
+    have = [s for s in TARGET_SYSTEMS if any(r["system"] == s for r in rows)]
+    table = [["workload", "unit"] + ["%s us" % TITLES[s] for s in have]
+             + ["kaiofs cs", "kaiofs CPUs", "raw/kaiofs us", "raw/(null+raw) us", ""]]
+    for label, unit, (kind, name), _ in TARGETS:
+        label = label % {"n": n_meta}
+        got = {s: target_row(rows, s, kind, name) for s in have}
+        us = {s: (got[s] or {}).get("cpu_us_op") for s in have}
+
+        def cell(s, key, f="%.1f"):
+            r = got.get(s)
+            return f % r[key] if r is not None and r.get(key) is not None else "-"
+
+        cpu_ratio = fuse_plus_raw = "-"
+        if us.get("raw") and us.get("kaiofs"):
+            cpu_ratio = fmt(us["raw"] / us["kaiofs"], "ratio")
+        if us.get("raw") and us.get("fusenull"):
+            fuse_plus_raw = fmt(us["raw"] / (us["fusenull"] + us["raw"]), "ratio")
+        table.append([label, unit] + [cell(s, "cpu_us_op") for s in have]
+                     + [cell("kaiofs", "cs_op", "%.2f"), cell("kaiofs", "busy_cpus", "%.2f"),
+                        cpu_ratio, fuse_plus_raw, ""])
+    lines = [
+        "Where the time goes: busy CPU time of the whole machine per operation (us, all CPUs"
+        " together, fio and the loop device included); kaiofs's context switches per operation"
+        " (the whole machine's) and CPUs busy on average.",
+        "raw/kaiofs us: kaiofs's ratio to the raw device where the CPUs are the limit."
+        " raw/(null+raw) us: the same for a filesystem whose every I/O costs a FUSE round trip"
+        " (fuse-null: the same job served from memory) plus a raw device I/O and nothing else.",
+        ""]
+    return lines + table_lines(table)
+
+
 def cmd_targets(out):
     rows = [r for r in rows_of(load_points(out)) if r["phase"] == "targets"]
     n_meta = next((r["entries"] for r in rows if r["workload"] == "meta"), "N")
-    table = [["workload", "unit"] + [TITLES[s] for s in SYSTEMS]
-             + ["k/raw", "k/ext4", "k/fuse2fs", "target: kaiofs >=", "result"]]
+    table = [["workload", "unit"] + [TITLES[s] for s in TARGET_SYSTEMS]
+             + ["k/" + s for s in COMPARED] + ["target: kaiofs >=", "result"]]
     met = total = 0
     misses = []
     for label, unit, (kind, name), checks in TARGETS:
         label = label % {"n": n_meta}
-        if kind == "fio":
-            vals = {s: value_of(find(rows, system=s, workload=name), unit) for s in SYSTEMS}
-        else:
-            vals = {s: value_of(find(rows, system=s, workload="meta", rw=name), unit)
-                    for s in SYSTEMS}
+        vals = {s: value_of(target_row(rows, s, kind, name), unit) for s in TARGET_SYSTEMS}
+        if kind != "fio":
             vals["raw"] = "n/a"
         k = vals["kaiofs"]
 
@@ -290,7 +379,7 @@ def cmd_targets(out):
                 return "-"
             return k / o
 
-        ratios = {s: ratio(s) for s in ("raw", "ext4", "fuse2fs")}
+        ratios = {s: ratio(s) for s in COMPARED}
         wants, result = [], []
         for other, factor in checks:
             if other == "abs":
@@ -311,8 +400,8 @@ def cmd_targets(out):
                         else "%s: %.2f x %s < %g" % (label, got, other, factor))
                 misses.append(miss)
                 result.append("MISS")
-        table.append([label, unit] + [fmt(vals[s], unit) for s in SYSTEMS]
-                     + [fmt(ratios[s], "ratio") for s in ("raw", "ext4", "fuse2fs")]
+        table.append([label, unit] + [fmt(vals[s], unit) for s in TARGET_SYSTEMS]
+                     + [fmt(ratios[s], "ratio") for s in COMPARED]
                      + [", ".join(wants), " ".join(result)])
     lines = ["Issue 4 targets: kaiofs against the raw device, the kernel's ext4 and fuse2fs"]
     lines += read_header(out)
@@ -323,6 +412,8 @@ def cmd_targets(out):
                  " target in the order of the target column.")
     lines.append("%d of %d targets met" % (met, total) + (":" if misses else "."))
     lines += ["  MISS " + m for m in misses]
+    lines.append("")
+    lines += cost_lines(rows, n_meta)
     text = "\n".join(lines) + "\n"
     sys.stdout.write(text)
     with open(os.path.join(out, "targets.txt"), "w") as f:

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Issue 4 targets and a scaling study of kaiofs against the raw device, the
-# kernel's ext4 and fuse2fs, in one run on one RAM-backed loop device. Run as
-# root from anywhere in the repository:
+# kernel's ext4 and fuse2fs, in one run on one RAM-backed loop device, with
+# fuse-null (tests/bench/fuse_null.c: FUSE with nothing behind it) as the
+# cost of the FUSE round trip alone. Run as root from anywhere in the
+# repository:
 #
 #   tests/bench/scaling.sh                        # about 25 min (RUNTIME=5)
 #   QUICK=1 RUNTIME=1 tests/bench/scaling.sh      # smoke run, about 2 min
@@ -21,6 +23,12 @@
 # 4k random write >= 0.5 x raw and >= 8 x fuse2fs; 1M read and write >= 0.7 x
 # raw; 1M write into a new file >= 0.5 x raw (the same job on the raw
 # device); create, stat, unlink each >= 5 x fuse2fs, and stat >= 100k/s.
+# fuse-null runs the same jobs on a file it keeps no data of (reads are
+# zeros) and the same metadata phases on names it keeps in memory. Every job
+# and phase also records the busy CPU time of the whole machine and its
+# context switches (/proc/stat before and after); the second table of
+# targets.txt gives them per operation, and for the fio rows the rate kaiofs
+# would reach if each I/O cost a fuse-null round trip plus a raw device I/O.
 #
 # Phase 2, the scaling study, on a fresh filesystem per system (a new file,
 # laid out as above). Three one-axis sweeps through a common centre point
@@ -62,8 +70,8 @@
 #                 bs 4k 64k 1M, jobs 1 2, 3000 metadata files, 10,000 creates
 #   SIZE          size of the RAM-backed device               (default: 3G)
 #   FILE_SIZE     fio file / raw region                        (default: 1G)
-#   SYSTEMS       systems of phase 1        (default: "raw ext4 fuse2fs kaiofs")
-#   SCALE_SYSTEMS systems of phase 2                           (default: SYSTEMS)
+#   SYSTEMS       systems of phase 1   (default: "raw ext4 fuse2fs fusenull kaiofs")
+#   SCALE_SYSTEMS systems of phase 2   (default: "raw ext4 fuse2fs kaiofs")
 #   PHASES        "targets scaling" (default), or just one of them
 #   QD_LIST, QD_SWEEP_BS, BS_LIST, BS_QD, JOBS_LIST, JOBS_BS, RWS   the sweeps
 #   META_FILES    files of the create/stat/unlink test         (default: 3000)
@@ -74,7 +82,8 @@
 #   FUSE2FS_OPTS  -o options for fuse2fs (default: rw; direct_io is added if
 #                 O_DIRECT does not work without it)
 #   BUILD_DIR     build directory with src/kaiofs             (default: build)
-#   KAIOFS_BIN, KAIOFS_STAT_BIN   explicit binaries (override BUILD_DIR)
+#   KAIOFS_BIN, KAIOFS_STAT_BIN, FUSE_NULL_BIN   explicit binaries (override
+#                 BUILD_DIR)
 #   FIO_SLACK, LAYOUT_LIMIT, META_LIMIT   time limits in seconds: RUNTIME +
 #                 FIO_SLACK per fio job, the first write, the metadata test
 #                 (default: 60, 300, 600); a job over its limit counts as failed
@@ -103,11 +112,12 @@ BUILD_DIR=${BUILD_DIR:-$ROOT/build}
 case $BUILD_DIR in /*) ;; *) BUILD_DIR=$ROOT/$BUILD_DIR ;; esac
 KAIOFS=${KAIOFS_BIN:-$BUILD_DIR/src/kaiofs}
 KAIOFS_STAT=${KAIOFS_STAT_BIN:-$BUILD_DIR/src/kaiofs-stat}
+FUSE_NULL=${FUSE_NULL_BIN:-$BUILD_DIR/tests/bench/fuse-null}
 RUNTIME=${RUNTIME:-5}
 SIZE=${SIZE:-3G}
 FILE_SIZE=${FILE_SIZE:-1G}
-SYSTEMS=${SYSTEMS:-raw ext4 fuse2fs kaiofs}
-SCALE_SYSTEMS=${SCALE_SYSTEMS:-$SYSTEMS}
+SYSTEMS=${SYSTEMS:-raw ext4 fuse2fs fusenull kaiofs}
+SCALE_SYSTEMS=${SCALE_SYSTEMS:-raw ext4 fuse2fs kaiofs}
 PHASES=${PHASES:-targets scaling}
 RWS=${RWS:-randread randwrite}
 QD_LIST=${QD_LIST:-1 4 16 32 64 128}
@@ -210,7 +220,9 @@ fio_point() {
     fi
     bench_log "$phase/$sys: fio $name rw=$rw bs=$bs iodepth=$qd numjobs=$jobs ($what)"
     : >"$base.json"
+    bench_cpu_sample >"$base.cpu"
     bench_run "$limit" fio "${args[@]}" 2>"$base.err" || rc=$?
+    bench_cpu_sample >>"$base.cpu"
     record fio "$phase" "$sys" "$name" "$rw" "$bs" "$qd" "$jobs" "$base.json" "$rc"
     if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
         note "$sys: fio did not finish within ${limit}s (killed): fio ${args[*]}"
@@ -274,6 +286,13 @@ sys_up() {
             return 0 ;;
     esac
     mkdir -p "$MNT"
+    if [ "$sys" = fusenull ]; then
+        bench_fuse_start "$MNT" "$log" "$FUSE_NULL" -f "$MNT" || {
+            note "fusenull: mount failed"; return 1; }
+        # no O_DIRECT probe: it reads back what it wrote, and fuse-null keeps no data
+        [ "$phase" = scaling ] || note "$sys: mount options $(mount_opts "$MNT")"
+        return 0
+    fi
     fresh_ext4 || return 1
     case $sys in
         ext4)
@@ -314,6 +333,9 @@ sys_down() {
         raw) return 0 ;;
         ext4)
             bench_kernel_umount || { note "ext4: umount failed (detached lazily)"; return 1; } ;;
+        fusenull)
+            bench_fuse_stop 120 || { note "fusenull: unmount or daemon exit failed"; return 1; }
+            return 0 ;;
         kaiofs | fuse2fs)
             [ "$sys" = fuse2fs ] || kaiofs_stat "$phase" || return 1
             bench_log "$phase/$sys: unmount"
