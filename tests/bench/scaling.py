@@ -329,7 +329,7 @@ def cost_lines(rows, n_meta):
     for the fio rows what that makes of kaiofs's ratio to the raw device
     when the CPUs are the limit."""
     have = [s for s in TARGET_SYSTEMS if any(r["system"] == s for r in rows)]
-    table = [["workload", "unit"] + ["%s us" % TITLES[s] for s in have]
+    table = [["workload", ""] + ["%s us" % TITLES[s] for s in have]
              + ["kaiofs cs", "kaiofs CPUs", "raw/kaiofs us", "raw/(null+raw) us", ""]]
     for label, unit, (kind, name), _ in TARGETS:
         label = label % {"n": n_meta}
@@ -345,13 +345,14 @@ def cost_lines(rows, n_meta):
             cpu_ratio = fmt(us["raw"] / us["kaiofs"], "ratio")
         if us.get("raw") and us.get("fusenull"):
             fuse_plus_raw = fmt(us["raw"] / (us["fusenull"] + us["raw"]), "ratio")
-        table.append([label, unit] + [cell(s, "cpu_us_op") for s in have]
+        table.append([label, ""] + [cell(s, "cpu_us_op") for s in have]
                      + [cell("kaiofs", "cs_op", "%.2f"), cell("kaiofs", "busy_cpus", "%.2f"),
                         cpu_ratio, fuse_plus_raw, ""])
     lines = [
-        "Where the time goes: busy CPU time of the whole machine per operation (us, all CPUs"
-        " together, fio and the loop device included); kaiofs's context switches per operation"
-        " (the whole machine's) and CPUs busy on average.",
+        "Where the time goes: busy CPU time of the whole machine per operation (one fio I/O,"
+        " or one create, stat or unlink; us, all CPUs together, fio and the loop device"
+        " included); the machine's context switches per operation and CPUs busy on average"
+        " while kaiofs ran.",
         "raw/kaiofs us: kaiofs's ratio to the raw device where the CPUs are the limit."
         " raw/(null+raw) us: the same for a filesystem whose every I/O costs a FUSE round trip"
         " (fuse-null: the same job served from memory) plus a raw device I/O and nothing else.",
