@@ -192,23 +192,6 @@ static void null_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	pthread_mutex_unlock(&nfs.mu);
 }
 
-static void null_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
-{
-	struct node *n;
-	struct stat st;
-
-	(void)fi;
-	pthread_mutex_lock(&nfs.mu);
-	n = node_of(ino);
-	if (n)
-		fill_stat(n, &st);
-	pthread_mutex_unlock(&nfs.mu);
-	if (n)
-		fuse_reply_attr(req, &st, TIMEOUT);
-	else
-		fuse_reply_err(req, ENOENT);
-}
-
 static void null_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
 			 struct fuse_file_info *fi)
 {
@@ -230,6 +213,11 @@ static void null_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int 
 		fuse_reply_attr(req, &st, TIMEOUT);
 	else
 		fuse_reply_err(req, ENOENT);
+}
+
+static void null_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	null_setattr(req, ino, NULL, 0, fi);
 }
 
 /* A new name for a new node; the reply is the caller's. */
