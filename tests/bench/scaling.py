@@ -108,7 +108,8 @@ def cpu_sample():
         for line in f:
             fields = line.split()
             if fields[0] == "cpu":
-                ticks = [int(x) for x in fields[1:9]]
+                # user to softirq: steal (time given to other guests) is neither
+                ticks = [int(x) for x in fields[1:8]]
                 total = sum(ticks)
                 busy = total - ticks[3] - ticks[4]  # less idle and iowait
             elif fields[0] == "ctxt":
