@@ -45,16 +45,6 @@ bench_check_systems() {
     done
 }
 
-# bench_cpu_sample: one line "BUSY TOTAL CTXT": the busy and all clock ticks
-# of every CPU together (user to softirq; time the hypervisor gave to others,
-# steal, is neither), and the context switches, since boot (/proc/stat).
-bench_cpu_sample() {
-    awk '$1 == "cpu" { total = 0; for (i = 2; i <= 8; i++) total += $i
-                       busy = total - $5 - $6 }
-         $1 == "ctxt" { ctxt = $2 }
-         END { print busy, total, ctxt }' /proc/stat
-}
-
 bench_require_root() {
     [ "$(id -u)" -eq 0 ] || bench_die "run as root (needs losetup and mounts)"
 }

@@ -13,6 +13,8 @@
                                   OUT/targets.txt
   scaling.py report OUT           OUT/scaling.csv, the sweep tables on stdout
                                   and in OUT/sweeps.txt, PNG charts in OUT
+  scaling.py cpu                  one line "BUSY TOTAL CTXT" of /proc/stat now
+                                  (see cpu_sample)
 
 OUT holds points.tsv, written by scaling.sh: one line per measurement,
 tab-separated: kind (fio, meta, dircreate), phase (target, scaling), system,
@@ -667,6 +669,9 @@ def cmd_report(out):
 
 
 def main(argv):
+    if len(argv) == 2 and argv[1] == "cpu":
+        print(*cpu_sample())
+        return 0
     if len(argv) == 5 and argv[1] == "meta":
         return cmd_meta(argv[2], int(argv[3]), argv[4] == "1")
     if len(argv) == 6 and argv[1] == "dircreate":

@@ -27,8 +27,9 @@
 # zeros) and the same metadata phases on names it keeps in memory. Every job
 # and phase also records the busy CPU time of the whole machine and its
 # context switches (/proc/stat before and after); the second table of
-# targets.txt gives them per operation, and for the fio rows the rate kaiofs
-# would reach if each I/O cost a fuse-null round trip plus a raw device I/O.
+# targets.txt gives them per operation, and for the fio rows the ratio to the
+# raw device that kaiofs's CPU time allows, and the one left to a filesystem
+# whose every I/O costs a fuse-null round trip plus a raw device I/O.
 #
 # Phase 2, the scaling study, on a fresh filesystem per system (a new file,
 # laid out as above). Three one-axis sweeps through a common centre point
@@ -220,9 +221,9 @@ fio_point() {
     fi
     bench_log "$phase/$sys: fio $name rw=$rw bs=$bs iodepth=$qd numjobs=$jobs ($what)"
     : >"$base.json"
-    bench_cpu_sample >"$base.cpu"
+    "$PYTHON" "$HELPER" cpu >"$base.cpu"
     bench_run "$limit" fio "${args[@]}" 2>"$base.err" || rc=$?
-    bench_cpu_sample >>"$base.cpu"
+    "$PYTHON" "$HELPER" cpu >>"$base.cpu"
     record fio "$phase" "$sys" "$name" "$rw" "$bs" "$qd" "$jobs" "$base.json" "$rc"
     if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
         note "$sys: fio did not finish within ${limit}s (killed): fio ${args[*]}"
