@@ -113,7 +113,11 @@ void conn_apply(struct fuse_conn_info *conn, const struct conn_tuning *t)
 
 void open_set_mode(struct fuse_file_info *fi, const struct conn_tuning *t)
 {
-	fi->direct_io = !t->cached || (fi->flags & O_DIRECT);
+	/* In io=cached an O_DIRECT open takes the kernel's own direct I/O path:
+	 * it writes back and drops the cached pages of the range first, as for
+	 * any filesystem, where direct_io would read past pages not yet
+	 * written back (and could not be mapped) */
+	fi->direct_io = !t->cached;
 	/* kaiofs is the volume's only writer: cached pages stay valid */
 	fi->keep_cache = !fi->direct_io;
 	/* FLUSH does nothing in kaiofs (writes are on the device when they are
