@@ -771,28 +771,131 @@ static errcode_t first_mapped_from(struct fs *fs, struct knode *k, blk64_t *star
 	return 0; /* no extent at or after start: nothing to punch */
 }
 
+/* ---- punching block-mapped files ----
+ * libext2fs 1.47.0's ext2fs_punch is wrong on block-mapped files twice over:
+ * a range that crosses from one level of the map into the next (direct
+ * blocks into the indirect block, say) keeps the part past the boundary
+ * mapped, and inside a double-indirect block a range is widened to the end
+ * of that block. kaiofs walks the map itself. */
+
+struct ind_punch {
+	struct fs *fs;
+	uint64_t first, last;   /* file blocks to free, inclusive */
+	uint64_t apb;           /* block numbers per indirect block */
+	__u32 *level_buf[3];    /* the indirect block being edited at each level */
+	unsigned freed;         /* blocks freed, data and indirect */
+};
+
+/* File blocks one slot of the given level maps: 1 for a data block. */
+static uint64_t slot_span(const struct ind_punch *p, int level)
+{
+	uint64_t span = 1;
+
+	while (level--)
+		span *= p->apb;
+	return span;
+}
+
+static errcode_t punch_slot(struct ind_punch *p, __u32 *slot, int level, uint64_t base);
+
+/* Punch inside the indirect block *slot; true in *empty when it maps
+ * nothing any more. */
+static errcode_t punch_below(struct ind_punch *p, __u32 blk, int level, uint64_t base,
+			     bool *empty)
+{
+	__u32 *e = p->level_buf[level - 1];
+	uint64_t span = slot_span(p, level - 1);
+	bool changed = false;
+	errcode_t err = ext2fs_read_ind_block(p->fs->e2, blk, e);
+
+	*empty = true;
+	for (uint64_t i = 0; !err && i < p->apb; i++) {
+		__u32 before = e[i];
+
+		err = punch_slot(p, &e[i], level - 1, base + i * span);
+		changed |= e[i] != before;
+		*empty &= e[i] == 0;
+	}
+	if (!err && changed && !*empty)
+		err = ext2fs_write_ind_block(p->fs->e2, blk, e);
+	return err;
+}
+
+/* Free what *slot maps of [first, last]; it maps file blocks from base on,
+ * a data block at level 0 and an indirect block of level - 1 slots above.
+ * The slot is cleared once nothing under it stays mapped. */
+static errcode_t punch_slot(struct ind_punch *p, __u32 *slot, int level, uint64_t base)
+{
+	struct ext2_super_block *sb = p->fs->e2->super;
+	bool empty = true;
+	errcode_t err = 0;
+
+	if (!*slot || base > p->last || base + slot_span(p, level) <= p->first)
+		return 0;
+	if (*slot < sb->s_first_data_block || *slot >= ext2fs_blocks_count(sb))
+		return EXT2_ET_BAD_BLOCK_NUM;
+	if (level)
+		err = punch_below(p, *slot, level, base, &empty);
+	if (err || !empty)
+		return err;
+	ext2fs_block_alloc_stats2(p->fs->e2, *slot, -1);
+	*slot = 0;
+	p->freed++;
+	return 0;
+}
+
+static errcode_t punch_indirect(struct fs *fs, struct knode *k, blk64_t first, blk64_t last)
+{
+	struct ind_punch p = { .fs = fs, .first = first, .last = last, .apb = fs->bs / 4 };
+	__u32 *blocks = EI(k)->i_block;
+	uint64_t base = EXT2_NDIR_BLOCKS;
+	errcode_t err = 0;
+	char *buf = malloc(3 * (size_t)fs->bs);
+
+	if (!buf)
+		return EXT2_ET_NO_MEMORY;
+	for (int l = 0; l < 3; l++)
+		p.level_buf[l] = (__u32 *)(buf + (size_t)l * fs->bs);
+	for (uint64_t i = 0; !err && i < EXT2_NDIR_BLOCKS; i++)
+		err = punch_slot(&p, &blocks[i], 0, i);
+	/* the indirect, double- and triple-indirect block */
+	for (int level = 1; !err && level <= 3; level++) {
+		err = punch_slot(&p, &blocks[EXT2_NDIR_BLOCKS + level - 1], level, base);
+		base += slot_span(&p, level);
+	}
+	free(buf);
+	if (p.freed) {
+		ext2fs_iblk_sub_blocks(fs->e2, EI(k), p.freed);
+		k->dirty = true;
+	}
+	return err;
+}
+
 /* Free the blocks of [start, end] (inclusive). A failure still leaves the
- * inode as libext2fs changed it, written, and the volume marked for e2fsck. */
+ * inode as it was changed, written, and the volume marked for e2fsck. */
 static int punch(struct fs *fs, struct knode *k, blk64_t start, blk64_t end)
 {
 	bool any = true;
 	errcode_t e = 0;
 
 	map_forget(k);
-	if (is_extent_file(k))
+	if (!is_extent_file(k)) {
+		e = punch_indirect(fs, k, start, end);
+	} else {
 		e = first_mapped_from(fs, k, &start, &any);
-	/* and it can fail on a range that begins at the tree's first extent
-	 * (seen emptying a two-level tree): punch that first block on its own */
-	if (!e && any && start < end && is_extent_file(k))
-		e = ext2fs_punch(fs->e2, k->ino, EI(k), NULL, start + 1, end);
-	if (!e && any && start <= end)
-		e = ext2fs_punch(fs->e2, k->ino, EI(k), NULL, start, is_extent_file(k) ? start : end);
+		/* ext2fs_punch can fail on a range that begins at the tree's first
+		 * extent (seen emptying a two-level tree): punch that block on its own */
+		if (!e && any && start < end)
+			e = ext2fs_punch(fs->e2, k->ino, EI(k), NULL, start + 1, end);
+		if (!e && any && start <= end)
+			e = ext2fs_punch(fs->e2, k->ino, EI(k), NULL, start, start);
+	}
 	if (e) {
 		fs->errors = true;
 		k->dirty = true;
 		kn_write(fs, k);
 	}
-	return fs_errno(e);
+	return e == EXT2_ET_BAD_BLOCK_NUM ? -EUCLEAN : fs_errno(e);
 }
 
 int map_truncate(struct fs *fs, struct knode *k, uint64_t size)

@@ -262,6 +262,16 @@ def pread_exact(fd, length, offset):
 # devices
 
 
+def built_tool(kaiofs_bin, *parts):
+    """A program the build makes beside kaiofs (BUILD/src/kaiofs ->
+    BUILD/<parts>); the test fails if it is missing."""
+    build = os.path.dirname(os.path.dirname(os.path.abspath(kaiofs_bin)))
+    path = os.path.join(build, *parts)
+    if not os.access(path, os.X_OK):
+        pytest.fail("missing %s (tests/run build builds it)" % path, pytrace=False)
+    return path
+
+
 class Device:
     """What kaiofs is given: a regular image file or a loop device on one."""
 

@@ -14,11 +14,7 @@ import kaiofs_helpers as kh
 
 @pytest.fixture(scope="module")
 def fuse_null_bin(kaiofs_bin):
-    build = os.path.dirname(os.path.dirname(kaiofs_bin))
-    path = os.path.join(build, "tests", "bench", "fuse-null")
-    if not os.access(path, os.X_OK):
-        pytest.fail("missing %s (tests/run build builds it)" % path, pytrace=False)
-    return path
+    return kh.built_tool(kaiofs_bin, "tests", "bench", "fuse-null")
 
 
 @pytest.fixture(params=["kaiofs", "libfuse"])
