@@ -746,29 +746,101 @@ int fs_write_commit(struct fs *fs, struct fs_dio *d, int err)
 
 /* ---- truncate, fallocate, seek ---- */
 
-/* ext2fs_punch fails ("extent not found") when the range starts before the
- * first extent of the tree: start at the first extent that reaches it. */
-static errcode_t first_mapped_from(struct fs *fs, struct knode *k, blk64_t *start, bool *any)
+/* ---- punching extent-mapped files ----
+ * libext2fs 1.47.0's ext2fs_punch fails on valid trees ("extent not found",
+ * seen truncating a two-level tree inside a leaf's last extent) and leaves
+ * them half changed; kaiofs edits the tree itself, one extent at a time. */
+
+/* The first extent that ends after b, or EXT2_ET_EXTENT_NO_NEXT. */
+static errcode_t extent_from(ext2_extent_handle_t h, blk64_t b, struct ext2fs_extent *ex)
+{
+	errcode_t e = ext2fs_extent_goto2(h, 0, b);
+
+	if (e && e != EXT2_ET_EXTENT_NOT_FOUND)
+		return e;
+	/* in a hole: the current extent is the one before b, or the first of
+	 * its leaf when none is; an empty tree has none */
+	e = ext2fs_extent_get(h, EXT2_EXTENT_CURRENT, ex);
+	if (e == EXT2_ET_NO_CURRENT_NODE)
+		return EXT2_ET_EXTENT_NO_NEXT;
+	while (!e && (!(ex->e_flags & EXT2_EXTENT_FLAGS_LEAF) || ex->e_lblk + ex->e_len <= b))
+		e = ext2fs_extent_get(h, EXT2_EXTENT_NEXT_LEAF, ex);
+	return e;
+}
+
+/* Cut [a, b] out of the extent ex (the handle's current one): keep its head
+ * and tail, splitting it when both remain. */
+static errcode_t extent_cut(ext2_extent_handle_t h, const struct ext2fs_extent *ex,
+			    blk64_t a, blk64_t b)
+{
+	blk64_t end = ex->e_lblk + ex->e_len - 1;
+	struct ext2fs_extent head = *ex, tail = *ex;
+	errcode_t e;
+
+	head.e_len = (__u32)(a - ex->e_lblk);
+	tail.e_lblk = b + 1;
+	tail.e_pblk = ex->e_pblk + (b + 1 - ex->e_lblk);
+	tail.e_len = (__u32)(end - b);
+	if (!head.e_len && !tail.e_len) {
+		struct ext2fs_extent next;
+
+		/* an emptied leaf goes with it (and libext2fs's fix_parents then
+		 * fails on what is left above); the keys above the next extent
+		 * are what may have changed: its leaf's, if it now comes first,
+		 * and its parents', if an emptied leaf came before it */
+		e = ext2fs_extent_delete(h, 0);
+		if (!e)
+			e = extent_from(h, b + 1, &next);
+		if (e == EXT2_ET_EXTENT_NO_NEXT)
+			return 0;
+		return e ? e : ext2fs_extent_fix_parents(h);
+	}
+	e = ext2fs_extent_replace(h, 0, head.e_len ? &head : &tail);
+	if (!e && head.e_len && tail.e_len)
+		e = ext2fs_extent_insert(h, EXT2_EXTENT_INSERT_AFTER, &tail);
+	return e ? e : ext2fs_extent_fix_parents(h);
+}
+
+static errcode_t punch_extents(struct fs *fs, struct knode *k, blk64_t start, blk64_t end)
 {
 	ext2_extent_handle_t h;
 	struct ext2fs_extent ex;
+	uint64_t freed = 0;
 	errcode_t e = ext2fs_extent_open2(fs->e2, k->ino, EI(k), &h);
 
-	*any = false;
-	if (e)
-		return e;
-	e = ext2fs_extent_goto2(h, 0, *start);
-	if (e == 0 || e == EXT2_ET_EXTENT_NOT_FOUND)
-		e = ext2fs_extent_get(h, EXT2_EXTENT_CURRENT, &ex);
-	while (!e && ex.e_lblk + ex.e_len <= *start)
-		e = ext2fs_extent_get(h, EXT2_EXTENT_NEXT_LEAF, &ex);
-	if (!e) {
-		*any = true;
-		if (ex.e_lblk > *start)
-			*start = ex.e_lblk;
+	while (!e && start <= end) {
+		e = extent_from(h, start, &ex);
+		if (e == EXT2_ET_EXTENT_NO_NEXT || (!e && ex.e_lblk > end)) {
+			e = 0;
+			break;
+		}
+		blk64_t a = start > ex.e_lblk ? start : ex.e_lblk;
+		blk64_t last = ex.e_lblk + ex.e_len - 1, b = end < last ? end : last;
+
+		if (!e && (ex.e_pblk < fs->e2->super->s_first_data_block ||
+			   ex.e_pblk + ex.e_len > ext2fs_blocks_count(fs->e2->super)))
+			e = EXT2_ET_BAD_BLOCK_NUM;
+		if (!e)
+			e = extent_cut(h, &ex, a, b);
+		if (!e) {
+			blk64_t p = ex.e_pblk + (a - ex.e_lblk), n = b - a + 1;
+
+			ext2fs_block_alloc_stats_range(fs->e2, p, (blk_t)n, -1);
+			/* libext2fs 1.47.0 passes its range callback an empty range */
+			mcache_forget(fs->e2->io, p, n, false);
+			freed += n;
+		}
+		if (b == ~0ULL)
+			break;
+		start = b + 1;
 	}
-	ext2fs_extent_free(h);
-	return 0; /* no extent at or after start: nothing to punch */
+	if (h)
+		ext2fs_extent_free(h);
+	if (freed) {
+		ext2fs_iblk_sub_blocks(fs->e2, EI(k), freed);
+		k->dirty = true;
+	}
+	return e;
 }
 
 /* ---- punching block-mapped files ----
@@ -875,21 +947,10 @@ static errcode_t punch_indirect(struct fs *fs, struct knode *k, blk64_t first, b
  * inode as it was changed, written, and the volume marked for e2fsck. */
 static int punch(struct fs *fs, struct knode *k, blk64_t start, blk64_t end)
 {
-	bool any = true;
-	errcode_t e = 0;
+	errcode_t e;
 
 	map_forget(k);
-	if (!is_extent_file(k)) {
-		e = punch_indirect(fs, k, start, end);
-	} else {
-		e = first_mapped_from(fs, k, &start, &any);
-		/* ext2fs_punch can fail on a range that begins at the tree's first
-		 * extent (seen emptying a two-level tree): punch that block on its own */
-		if (!e && any && start < end)
-			e = ext2fs_punch(fs->e2, k->ino, EI(k), NULL, start + 1, end);
-		if (!e && any && start <= end)
-			e = ext2fs_punch(fs->e2, k->ino, EI(k), NULL, start, start);
-	}
+	e = is_extent_file(k) ? punch_extents(fs, k, start, end) : punch_indirect(fs, k, start, end);
 	if (e) {
 		fs->errors = true;
 		k->dirty = true;
