@@ -191,7 +191,13 @@ static int run_loop(struct mount_ctx *m)
 {
 	struct rx_config cfg = { .nthreads = rx_threads(m), .poll_us = m->o->poll_us,
 				 .quiet = no_device_io, .quiet_arg = m->aio };
+	/* shared mappings of FOPEN_DIRECT_IO files (io=direct) */
+	struct rx_hooks hooks = { .init_flags = FUSE_DIRECT_IO_ALLOW_MMAP };
 
+	if (rx_hooks_install(m->se, &hooks) != 0) {
+		say("cannot hook the FUSE session");
+		return -1;
+	}
 	if (m->o->single_thread)
 		return fuse_session_loop(m->se);
 	return rx_loop(m->se, m->arena, &cfg);

@@ -10,7 +10,9 @@
 #include <unistd.h>
 
 #include "io.h"
+#include "log.h"
 #include "ops.h"
+#include "rx.h"
 #include "stats.h"
 #include "util.h"
 
@@ -109,6 +111,11 @@ void conn_apply(struct fuse_conn_info *conn, const struct conn_tuning *t)
 	conn->want &= ~(unsigned)(FUSE_CAP_ATOMIC_O_TRUNC | FUSE_CAP_HANDLE_KILLPRIV);
 	if (t->cached && (conn->capable & FUSE_CAP_WRITEBACK_CACHE))
 		conn->want |= FUSE_CAP_WRITEBACK_CACHE;
+	/* the receive loop grants FUSE_DIRECT_IO_ALLOW_MMAP when offered */
+	if (!t->cached && !(rx_kernel_init_flags() & FUSE_DIRECT_IO_ALLOW_MMAP))
+		say("this kernel (FUSE 7.%u) cannot map direct-I/O files shared: MAP_SHARED fails "
+		    "with ENODEV in io=direct (Linux 6.6 lifts this; -o io=cached maps files)",
+		    conn->proto_minor);
 }
 
 void open_set_mode(struct fuse_file_info *fi, const struct conn_tuning *t)

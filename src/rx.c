@@ -54,6 +54,114 @@ struct rx {
 
 static __thread struct slot *current;
 
+/* ---- INIT flags and opcodes beyond libfuse 3.14 ---- */
+
+static struct {
+	struct rx_hooks h;
+	int fd;
+	uint64_t init_unique;   /* the INIT request being answered */
+	uint64_t offered;       /* the kernel's INIT flags */
+	uint64_t granted;
+} hooks = { .fd = -1 };
+
+/* Called for each request before libfuse sees it: remembers what INIT
+ * offered, and lets the extra handler take what libfuse does not know.
+ * Returns true when the request was taken. */
+static bool intercept(const char *buf, size_t len)
+{
+	const struct fuse_in_header *in = (const void *)buf;
+
+	if (len < sizeof(*in))
+		return false;
+	if (in->opcode == FUSE_INIT && len >= sizeof(*in) + offsetof(struct fuse_init_in, flags2) + 4) {
+		const struct fuse_init_in *ii = (const void *)(in + 1);
+
+		hooks.init_unique = in->unique;
+		hooks.offered = ii->flags;
+		if (ii->flags & FUSE_INIT_EXT)
+			hooks.offered |= (uint64_t)ii->flags2 << 32;
+		return false;
+	}
+	if (!hooks.h.extra || in->opcode < FUSE_SYNCFS)
+		return false;
+	struct rx_request r = { .in = in, .arg = in + 1, .arglen = len - sizeof(*in) };
+
+	return hooks.h.extra(hooks.h.extra_ctx, &r);
+}
+
+/* libfuse's replies pass here: the INIT reply gains the flags asked for. */
+static ssize_t hooked_writev(int fd, struct iovec *iov, int count, void *userdata)
+{
+	(void)userdata;
+	if (hooks.init_unique && count >= 2 && iov[0].iov_len == sizeof(struct fuse_out_header) &&
+	    iov[1].iov_len >= offsetof(struct fuse_init_out, flags2) + 4) {
+		struct fuse_out_header *oh = iov[0].iov_base;
+		struct fuse_init_out *io = iov[1].iov_base;
+
+		if (oh->unique == hooks.init_unique && oh->error == 0) {
+			uint64_t add = hooks.h.init_flags & hooks.offered;
+
+			io->flags |= (uint32_t)add;
+			if (add >> 32) {
+				io->flags |= FUSE_INIT_EXT;
+				io->flags2 |= (uint32_t)(add >> 32);
+			}
+			hooks.granted = add;
+			hooks.init_unique = 0;
+		}
+	}
+	return writev(fd, iov, count);
+}
+
+/* libfuse's own loop (-s) reads here. */
+static ssize_t hooked_read(int fd, void *buf, size_t len, void *userdata)
+{
+	(void)userdata;
+	for (;;) {
+		ssize_t n = read(fd, buf, len);
+
+		if (n <= 0 || !intercept(buf, (size_t)n))
+			return n;
+	}
+}
+
+int rx_hooks_install(struct fuse_session *se, const struct rx_hooks *h)
+{
+	static const struct fuse_custom_io io = { .writev = hooked_writev, .read = hooked_read };
+
+	hooks.h = *h;
+	hooks.fd = fuse_session_fd(se);
+	/* the same descriptor, now read and written through the hooks */
+	return fuse_session_custom_io(se, &io, hooks.fd);
+}
+
+uint64_t rx_kernel_init_flags(void)
+{
+	return hooks.offered;
+}
+
+uint64_t rx_granted_init_flags(void)
+{
+	return hooks.granted;
+}
+
+int rx_reply(const struct rx_request *r, int err, const struct iovec *iov, int n)
+{
+	struct iovec v[4];
+	struct fuse_out_header oh = { .unique = r->in->unique, .error = -err };
+	size_t len = sizeof(oh);
+
+	if (n > 3 || (err && n))
+		return -EINVAL;
+	v[0] = (struct iovec){ .iov_base = &oh, .iov_len = sizeof(oh) };
+	for (int i = 0; i < n; i++) {
+		v[i + 1] = iov[i];
+		len += iov[i].iov_len;
+	}
+	oh.len = (uint32_t)len;
+	return writev(hooks.fd, v, n + 1) < 0 ? -errno : 0;
+}
+
 static char *payload_of(const struct rx *rx, const struct slot *s)
 {
 	return s->base + rx->head;
@@ -169,6 +277,8 @@ static void *rx_main(void *arg)
 		struct fuse_buf buf = { .size = (size_t)n, .mem = payload_of(rx, &t->slot) - WRITE_HDR };
 
 		t->slot.taken = false;
+		if (intercept(buf.mem, buf.size))
+			continue;
 		current = &t->slot;
 		fuse_session_process_buf(rx->se, &buf);
 		current = NULL;

@@ -9,8 +9,47 @@
 #include <fuse_lowlevel.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+#include "fuse_abi.h"
 
 struct arena;
+
+/* ---- what libfuse 3.14 does not know ----
+ * Both loops (kaiofs's threads and libfuse's single-threaded one) let a
+ * handler answer opcodes libfuse 3.14 lacks, and add INIT flags of newer
+ * kernels to libfuse's INIT reply. */
+
+/* A request as the kernel sent it, valid only during the handler call. */
+struct rx_request {
+	const struct fuse_in_header *in;
+	const void *arg;        /* the body after the header */
+	size_t arglen;
+};
+
+/* Takes the request (returns true, and answers it with rx_reply) or leaves
+ * it to libfuse (false). */
+typedef bool (*rx_extra_fn)(void *ctx, const struct rx_request *r);
+
+struct rx_hooks {
+	rx_extra_fn extra;
+	void *extra_ctx;
+	uint64_t init_flags;    /* FUSE_* INIT flags to grant where the kernel offers them */
+};
+
+/* Install on a mounted session before its loop runs. Returns 0 or -errno. */
+int rx_hooks_install(struct fuse_session *se, const struct rx_hooks *h);
+
+/* The INIT flags the kernel offered (both words; 0 before INIT), and those
+ * of rx_hooks.init_flags that the INIT reply granted. */
+uint64_t rx_kernel_init_flags(void);
+uint64_t rx_granted_init_flags(void);
+
+/* Answer a request taken by an extra handler: err (a positive errno) or the
+ * reply's body in iov[0..n). Returns 0 or -errno (-ENOENT: the request was
+ * interrupted and is gone). */
+int rx_reply(const struct rx_request *r, int err, const struct iovec *iov, int n);
 
 struct rx_config {
 	unsigned nthreads;

@@ -262,6 +262,22 @@ def pread_exact(fd, length, offset):
 # devices
 
 
+def kernel_maps_direct_io_files():
+    """Can this kernel map direct-I/O FUSE files shared (FUSE_DIRECT_IO_ALLOW_MMAP,
+    Linux 6.6)? Without it kaiofs's io=direct refuses MAP_SHARED."""
+    major, minor = (int(x) for x in platform.release().split(".")[:2])
+    return (major, minor) >= (6, 6)
+
+
+def link_open_file(fd, path):
+    """linkat(2) of an open file (an O_TMPFILE one, say) to a new name, as
+    open(2) describes it: through /proc/self/fd with AT_SYMLINK_FOLLOW."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.linkat(-100, b"/proc/self/fd/%d" % fd, -100, os.fsencode(path), 0x400) != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, "linkat of fd %d to %s: %s" % (fd, path, os.strerror(e)))
+
+
 def built_tool(kaiofs_bin, *parts):
     """A program the build makes beside kaiofs (BUILD/src/kaiofs ->
     BUILD/<parts>); the test fails if it is missing."""

@@ -6,9 +6,7 @@ the volume is unmounted, must be clean for e2fsck -fn, is mounted by kaiofs
 again and the application checks what it left; where that is cheap the
 kernel's ext4 (read-only) reads it too."""
 
-import errno
 import hashlib
-import mmap
 import os
 import pickle
 import re
@@ -874,20 +872,26 @@ def wal_recovery(volumes, workdir, rng, options, pragmas):
     check_in_kernel(dev, workdir, model)
 
 
-def test_sqlite_wal_cached(volumes, workdir, rng):
-    """SQLite in WAL mode with io=cached, where the -shm file can be mapped
-    shared: the workload, checkpoints, and a process that dies with
-    committed and uncommitted frames in the WAL; after a remount SQLite
-    recovers exactly the committed ones."""
-    wal_recovery(volumes, workdir, rng, ("io=cached",), [])
+IO_MODES = [pytest.param((), id="direct"), pytest.param(("io=cached",), id="cached")]
 
 
-def test_sqlite_wal_snapshot_reader_cached(volumes, rng):
+@pytest.mark.parametrize("options", IO_MODES)
+def test_sqlite_wal(volumes, workdir, rng, options):
+    """SQLite in WAL mode, its -shm index mapped shared (in io=direct too:
+    the kernel lets kaiofs allow shared mappings of direct-I/O files): the
+    workload, checkpoints, and a process that dies with committed and
+    uncommitted frames in the WAL; after a remount SQLite recovers exactly
+    the committed ones."""
+    wal_recovery(volumes, workdir, rng, options, [])
+
+
+@pytest.mark.parametrize("options", IO_MODES)
+def test_sqlite_wal_snapshot_reader(volumes, rng, options):
     """Two connections share the WAL index through the shared mapping of
     the -shm file: a reader's transaction keeps its snapshot while a writer
     commits, and sees the commits once it ends its transaction."""
     dev = volumes.make("ext4")
-    m = volumes.mount(dev, options=("io=cached",))
+    m = volumes.mount(dev, options=options)
     db = os.path.join(m.mountpoint, "test.db")
     model = SqlModel()
     writer = connect(db, "PRAGMA journal_mode=WAL")
@@ -906,7 +910,7 @@ def test_sqlite_wal_snapshot_reader_cached(volumes, rng):
     finally:
         reader.close()
         writer.close()
-    m = remount(volumes, m, dev, options=("io=cached",))
+    m = remount(volumes, m, dev, options=options)
     con = connect(os.path.join(m.mountpoint, "test.db"))
     try:
         check_db(con, model, "after remount")
@@ -920,62 +924,3 @@ def test_sqlite_wal_exclusive_direct(volumes, workdir, rng):
     keeps the WAL index in private memory instead of a shared mapping of
     the -shm file; checkpoints and recovery of a WAL after a crash work."""
     wal_recovery(volumes, workdir, rng, (), ["PRAGMA locking_mode=EXCLUSIVE"])
-
-
-def test_sqlite_wal_shared_mapping_refused_direct(ext4, workdir):
-    """In direct mode a shared mapping of a file is refused (ENODEV) while a
-    private one works; so SQLite's WAL mode with its shared -shm index fails
-    with SQLITE_IOERR_SHMMAP at the first access, without harming the
-    database, which stays usable with locking_mode=EXCLUSIVE."""
-    m, dev = ext4
-    db = os.path.join(m.mountpoint, "test.db")
-    con = connect(db)
-    try:
-        con.executescript("CREATE TABLE t(x); INSERT INTO t VALUES (1), (2), (3);")
-    finally:
-        con.close()
-
-    fd = os.open(db, os.O_RDWR)
-    try:
-        with pytest.raises(OSError) as e:
-            mmap.mmap(fd, 4096, mmap.MAP_SHARED)
-        assert e.value.errno == errno.ENODEV, e.value
-        private = mmap.mmap(fd, 4096, mmap.MAP_PRIVATE)
-        try:
-            assert private[:16] == b"SQLite format 3\0"
-            private[:6] = b"XXXXXX"
-        finally:
-            private.close()
-    finally:
-        os.close(fd)
-    assert kh.read_file(db, 0, 16) == b"SQLite format 3\0"
-
-    con = connect(db)
-    try:
-        assert con.execute("PRAGMA journal_mode=WAL").fetchone()[0] == "wal"
-        with pytest.raises(sqlite3.OperationalError) as e:
-            con.execute("INSERT INTO t VALUES (4)")
-        assert e.value.sqlite_errorname == "SQLITE_IOERR_SHMMAP", e.value
-    finally:
-        con.close()
-
-    con = connect(db, "PRAGMA locking_mode=EXCLUSIVE")
-    try:
-        assert con.execute("SELECT x FROM t ORDER BY x").fetchall() == [(1,), (2,), (3,)]
-        assert con.execute("PRAGMA journal_mode=DELETE").fetchone()[0] == "delete"
-    finally:
-        con.close()
-    con = connect(db)
-    try:
-        con.execute("INSERT INTO t VALUES (4)")
-        assert con.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
-    finally:
-        con.close()
-    unmount_and_check(m, dev)
-    with fs_support.kernel_mount(dev.path, os.path.join(workdir, "kernel")) as k:
-        con = sqlite3.connect("file:%s?immutable=1" % os.path.join(k, "test.db"), uri=True)
-        try:
-            assert con.execute("SELECT x FROM t ORDER BY x").fetchall() == [
-                (1,), (2,), (3,), (4,)]
-        finally:
-            con.close()

@@ -1,7 +1,8 @@
 """Filesystem mode: randops (tests/randops/randops.c), the suite's seeded
 random-operation tester of one file, on ext2, ext3 and ext4 volumes with
 1 KiB and 4 KiB blocks, in both I/O modes, with buffered and with O_DIRECT
-I/O through libaio. Every read is checked against randops's model; afterwards
+I/O through libaio, with mapped reads and writes mixed in. Every read is
+checked against randops's model; afterwards
 the volume must be clean for e2fsck and the kernel's ext4 must read the same
 bytes as the model. The default run does a few thousand operations per
 case, the slow variant 100,000."""
@@ -48,7 +49,7 @@ def check_randops(volumes, workdir, randops_bin, seed, volume, bs, io, access, n
     m = volumes.mount(dev, options=["io=" + io], watchdog=3600)
     good = os.path.join(workdir, "good")
     path = os.path.join(m.mountpoint, "f")
-    mapped = io == "cached"
+    mapped = io == "cached" or kh.kernel_maps_direct_io_files()
     argv, r = run_randops(randops_bin, path, seed, nops, access, mapped, good,
                           timeout=60 + nops // 20)
     assert r.returncode == 0, "%s failed (exit %d):\n%s%s\nkaiofs stderr:\n%s" % (
