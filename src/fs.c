@@ -139,6 +139,33 @@ static void encode_rdev(struct ext2_inode_large *in, dev_t rdev)
 	}
 }
 
+/* ---- immutable and append-only ---- */
+
+static bool kn_flagged(const struct knode *k, __u32 fl)
+{
+	return (k->inode.i_flags & fl) != 0;
+}
+
+int kn_may_change(const struct knode *k)
+{
+	return kn_flagged(k, EXT2_IMMUTABLE_FL | EXT2_APPEND_FL) ? -EPERM : 0;
+}
+
+int kn_may_write(const struct knode *k)
+{
+	return kn_flagged(k, EXT2_IMMUTABLE_FL) ? -EPERM : 0;
+}
+
+int kn_may_add_name(const struct knode *dir)
+{
+	return kn_may_write(dir);
+}
+
+int kn_may_remove_name(const struct knode *dir, const struct knode *victim)
+{
+	return kn_may_change(dir) ?: kn_may_change(victim);
+}
+
 void kn_stat(struct fs *fs, struct knode *k, struct stat *st)
 {
 	const struct ext2_inode_large *in = &k->inode;
@@ -709,7 +736,7 @@ int fs_truncate(struct fs *fs, ino_t ino, uint64_t size)
 			ret = kn_is_dir(k) ? -EISDIR : -EINVAL;
 		else if (size > fs_max_size(fs, k))
 			ret = -EFBIG;
-		else {
+		else if (!(ret = kn_may_change(k))) {
 			map_quiesce_reads(fs, k);
 			ret = map_truncate(fs, k, size);
 			if (!ret) {
@@ -751,6 +778,151 @@ static int apply_attrs(struct fs *fs, struct knode *k, const struct stat *attr, 
 	return kn_write(fs, k);
 }
 
+/* Times set to now need only that the inode is not immutable; anything
+ * else set needs it neither immutable nor append-only, as notify_change
+ * has it. */
+static int setattr_refusal(const struct knode *k, int to_set)
+{
+	bool explicit_time = ((to_set & FUSE_SET_ATTR_ATIME) && !(to_set & FUSE_SET_ATTR_ATIME_NOW)) ||
+			     ((to_set & FUSE_SET_ATTR_MTIME) && !(to_set & FUSE_SET_ATTR_MTIME_NOW));
+
+	if (explicit_time || (to_set & (FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID |
+					FUSE_SET_ATTR_SIZE)))
+		return kn_may_change(k);
+	if (to_set & (FUSE_SET_ATTR_ATIME_NOW | FUSE_SET_ATTR_MTIME_NOW))
+		return kn_may_write(k);
+	return 0;
+}
+
+/* ---- statx and inode flags ---- */
+
+/* statx attributes and the inode flags they come from, as ext4 reports them */
+static const struct { __u32 fl; uint64_t attr; } statx_attrs[] = {
+	{ EXT2_APPEND_FL, STATX_ATTR_APPEND }, { EXT2_COMPR_FL, STATX_ATTR_COMPRESSED },
+	{ EXT4_ENCRYPT_FL, STATX_ATTR_ENCRYPTED }, { EXT2_IMMUTABLE_FL, STATX_ATTR_IMMUTABLE },
+	{ EXT2_NODUMP_FL, STATX_ATTR_NODUMP }, { EXT4_VERITY_FL, STATX_ATTR_VERITY },
+};
+
+static void kn_statx(struct fs *fs, struct knode *k, struct fs_statx *x)
+{
+	const struct ext2_inode_large *in = &k->inode;
+
+	memset(x, 0, sizeof(*x));
+	x->has_btime = has_extra_times(fs, in);
+	if (x->has_btime)
+		x->btime = decode_time(in->i_crtime, &in->i_crtime_extra);
+	for (size_t i = 0; i < sizeof(statx_attrs) / sizeof(statx_attrs[0]); i++) {
+		x->attributes_mask |= statx_attrs[i].attr;
+		if (in->i_flags & statx_attrs[i].fl)
+			x->attributes |= statx_attrs[i].attr;
+	}
+}
+
+int fs_statx(struct fs *fs, ino_t ino, struct stat *st, struct fs_statx *x)
+{
+	struct knode *k;
+	int ret = 0;
+
+	WITH_INODE(fs, ino, k, {
+		kn_stat(fs, k, st);
+		kn_statx(fs, k, x);
+	});
+	return ret;
+}
+
+/* What ext4 shows of i_flags, and what of that SETFLAGS may change. */
+#define FL_VISIBLE 0x725BDFFFu
+#define FL_MODIFIABLE 0x624BC0FFu
+#define FL_JOURNAL_DATA 0x00004000u
+/* flags only directories may carry; all that other special files may */
+#define FL_DIRS_ONLY (EXT2_DIRSYNC_FL | EXT2_TOPDIR_FL | EXT4_CASEFOLD_FL | EXT4_PROJINHERIT_FL)
+#define FL_OTHER (EXT2_NODUMP_FL | EXT2_NOATIME_FL)
+
+int fs_get_flags(struct fs *fs, ino_t ino, uint32_t *flags)
+{
+	struct knode *k;
+	int ret = 0;
+
+	WITH_INODE(fs, ino, k, *flags = k->inode.i_flags & FL_VISIBLE);
+	return ret;
+}
+
+/* Only an empty file may switch between extents and block maps: moving
+ * existing blocks from one to the other is not done. */
+static int switch_mapping(struct fs *fs, struct knode *k, bool extents)
+{
+	ext2_extent_handle_t h;
+	errcode_t e;
+
+	if (extents && !ext2fs_has_feature_extents(fs->e2->super))
+		return -EINVAL;
+	if (ext2fs_inode_data_blocks2(fs->e2, EI(k)) || !LINUX_S_ISREG(k->inode.i_mode) ||
+	    ext2fs_file_acl_block(fs->e2, EI(k)) != 0)
+		return -EOPNOTSUPP;
+	memset(k->inode.i_block, 0, sizeof(k->inode.i_block));
+	k->inode.i_flags &= ~EXT4_EXTENTS_FL;
+	map_forget(k);
+	if (!extents)
+		return 0;
+	e = ext2fs_extent_open2(fs->e2, k->ino, EI(k), &h);   /* writes an empty tree */
+	if (e)
+		return fs_errno(e);
+	ext2fs_extent_free(h);
+	return 0;
+}
+
+static int set_flags_refusal(const struct knode *k, uint32_t flags, bool may_journal)
+{
+	uint32_t old = k->inode.i_flags, mask = FL_MODIFIABLE;
+
+	if (flags & ~FL_VISIBLE)
+		return -EOPNOTSUPP;
+	if (!LINUX_S_ISDIR(k->inode.i_mode))
+		mask = LINUX_S_ISREG(k->inode.i_mode) ? FL_MODIFIABLE & ~FL_DIRS_ONLY : FL_OTHER;
+	if ((flags & FL_MODIFIABLE) & ~mask)
+		return -EOPNOTSUPP;
+	if ((flags ^ old) & EXT4_CASEFOLD_FL)
+		return -EOPNOTSUPP;
+	/* an immutable inode that stays so changes nothing else */
+	if ((old & flags & EXT2_IMMUTABLE_FL) &&
+	    ((old ^ flags) & FL_MODIFIABLE & ~EXT2_IMMUTABLE_FL))
+		return -EPERM;
+	if (((flags ^ old) & FL_JOURNAL_DATA) && !may_journal)
+		return -EPERM;
+	return 0;
+}
+
+int fs_set_flags(struct fs *fs, ino_t ino, uint32_t flags, bool may_journal)
+{
+	struct knode *k;
+	int ret = 0;
+
+	if (fs->ro)
+		return -EROFS;
+	WITH_INODE(fs, ino, k, {
+		uint32_t old = k->inode.i_flags;
+
+		ret = set_flags_refusal(k, flags, may_journal);
+		if (!ret && ((flags ^ old) & EXT4_EXTENTS_FL))
+			ret = switch_mapping(fs, k, flags & EXT4_EXTENTS_FL);
+		if (!ret) {
+			k->inode.i_flags = (k->inode.i_flags & ~FL_MODIFIABLE) | (flags & FL_MODIFIABLE);
+			kn_touch(fs, k, false, true, false);
+			ret = kn_write(fs, k);
+		}
+	});
+	return ret;
+}
+
+int fs_may_setattr(struct fs *fs, ino_t ino, int to_set)
+{
+	struct knode *k;
+	int ret = 0;
+
+	WITH_INODE(fs, ino, k, ret = setattr_refusal(k, to_set));
+	return ret;
+}
+
 int fs_setattr(struct fs *fs, ino_t ino, const struct stat *attr, int to_set, struct stat *st)
 {
 	struct knode *k;
@@ -759,13 +931,29 @@ int fs_setattr(struct fs *fs, ino_t ino, const struct stat *attr, int to_set, st
 	if (fs->ro)
 		return -EROFS;
 	WITH_INODE(fs, ino, k, {
-		ret = apply_attrs(fs, k, attr, to_set);
+		ret = setattr_refusal(k, to_set);
+		if (!ret)
+			ret = apply_attrs(fs, k, attr, to_set);
 		kn_stat(fs, k, st);
 	});
 	return ret;
 }
 
 /* ---- open files ---- */
+
+/* may_open's rules for immutable and append-only inodes */
+static int open_refusal(const struct knode *k, int flags)
+{
+	bool writes = (flags & O_ACCMODE) != O_RDONLY;
+
+	if (!writes && !(flags & O_TRUNC))
+		return 0;
+	if (kn_may_write(k))
+		return -EPERM;
+	if (kn_flagged(k, EXT2_APPEND_FL) && ((writes && !(flags & O_APPEND)) || (flags & O_TRUNC)))
+		return -EPERM;
+	return 0;
+}
 
 int fs_open(struct fs *fs, ino_t ino, int flags)
 {
@@ -774,8 +962,55 @@ int fs_open(struct fs *fs, ino_t ino, int flags)
 
 	if (fs->ro && (flags & O_ACCMODE) != O_RDONLY)
 		return -EROFS;
-	WITH_INODE(fs, ino, k, k->opencount++);
+	WITH_INODE(fs, ino, k, {
+		ret = open_refusal(k, flags);
+		if (!ret)
+			k->opencount++;
+	});
 	return ret;
+}
+
+int fs_tmpfile(struct fs *fs, ino_t parent, mode_t mode, int flags, const struct fs_cred *cr,
+	       struct stat *st)
+{
+	struct acl_inherit inh = { 0 };
+	struct knode *dir, *k = NULL;
+	int r;
+
+	if (!S_ISREG(mode))
+		return -EINVAL;
+	if (fs->ro)
+		return -EROFS;
+	pthread_mutex_lock(&fs->lock);
+	r = kn_get(fs, (ext2_ino_t)parent, &dir);
+	if (r)
+		goto out;
+	r = !kn_is_dir(dir) ? -ENOTDIR : dir->inode.i_links_count == 0 ? -ENOENT : kn_may_add_name(dir);
+	if (!r) {
+		kn_inherit_acl(fs, dir, &mode, cr->umask, &inh);
+		r = kn_new(fs, dir, mode, cr, &k);
+	}
+	if (!r) {
+		/* no name: recorded deleted, as an unlinked open file */
+		k->inode.i_links_count = 0;
+		k->linkable = !(flags & O_EXCL);
+		r = kn_write(fs, k);
+	}
+	if (!r)
+		r = kn_store_inherited(fs, dir, k, &inh);
+	if (k) {
+		if (!r) {
+			k->nlookup++;
+			k->opencount++;
+			kn_stat(fs, k, st);
+		}
+		kn_put(fs, k);  /* frees it on failure */
+	}
+	kn_put(fs, dir);
+out:
+	pthread_mutex_unlock(&fs->lock);
+	free(inh.acl);
+	return r;
 }
 
 void fs_release(struct fs *fs, ino_t ino)
@@ -968,8 +1203,10 @@ static int xattr_change(struct fs *fs, struct knode *k, const char *name, const 
 	bool setting_acl = !remove && !strcmp(name, ACL_ACCESS) && acl_valid(value, size);
 	mode_t bits = 0;
 	bool equivalent = false;
-	int r;
+	int r = kn_may_change(k);
 
+	if (r)
+		return r;
 	if (setting_acl) {
 		bits = acl_mode(value, size, &equivalent);
 		/* an ACL that says no more than the mode is not stored */

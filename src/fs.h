@@ -51,6 +51,9 @@ int fs_getattr(struct fs *fs, ino_t ino, struct stat *st);
 /* to_set uses FUSE_SET_ATTR_* bit values; the size is fs_truncate's. A mode
  * change rewrites an access ACL to match. */
 int fs_setattr(struct fs *fs, ino_t ino, const struct stat *attr, int to_set, struct stat *st);
+/* Would fs_setattr (or fs_truncate) refuse to_set on this inode (EPERM for
+ * an immutable or append-only one)? Checked before a truncate's zeroing. */
+int fs_may_setattr(struct fs *fs, ino_t ino, int to_set);
 int fs_mknod(struct fs *fs, ino_t parent, const char *name, mode_t mode, dev_t rdev,
 	     const struct fs_cred *cr, struct stat *st);
 int fs_mkdir(struct fs *fs, ino_t parent, const char *name, mode_t mode,
@@ -67,8 +70,32 @@ int fs_rename(struct fs *fs, ino_t parent, const char *name, ino_t newparent,
 ssize_t fs_readlink(struct fs *fs, ino_t ino, char *buf, size_t size);
 int fs_statfs(struct fs *fs, const struct fs_cred *cr, struct statvfs *sv);
 
+/* What statx adds to struct stat: the birth time, where the inode has room
+ * for it, and the STATX_ATTR_* attributes its flags imply. */
+struct fs_statx {
+	struct timespec btime;
+	bool has_btime;
+	uint64_t attributes, attributes_mask;
+};
+int fs_statx(struct fs *fs, ino_t ino, struct stat *st, struct fs_statx *x);
+
+/* Inode flags as lsattr/chattr see them (FS_IOC_GETFLAGS/SETFLAGS), with
+ * ext4's rules: flags it does not know are refused (EOPNOTSUPP), flags it
+ * shows but keeps for itself are left as they are, an immutable inode
+ * changes nothing but its immutable and append-only flags (EPERM). The
+ * kernel has checked ownership and CAP_LINUX_IMMUTABLE; may_journal says
+ * whether the caller may change the data journaling flag (CAP_SYS_RESOURCE). */
+int fs_get_flags(struct fs *fs, ino_t ino, uint32_t *flags);
+int fs_set_flags(struct fs *fs, ino_t ino, uint32_t flags, bool may_journal);
+
 /* ---- open files ---- */
+/* Opening for writing is refused (EPERM) on an immutable file, and on an
+ * append-only one without O_APPEND or with O_TRUNC. */
 int fs_open(struct fs *fs, ino_t ino, int flags);
+/* O_TMPFILE: a regular file without a name, looked up and open once. fs_link
+ * can give it one unless flags has O_EXCL; otherwise its last release frees it. */
+int fs_tmpfile(struct fs *fs, ino_t parent, mode_t mode, int flags, const struct fs_cred *cr,
+	       struct stat *st);
 void fs_release(struct fs *fs, ino_t ino);
 /* Write the inode and the allocation state it depends on; the caller then
  * flushes the device. */
@@ -109,6 +136,7 @@ struct fs_dio {
 	/* private to fs */
 	void *knode;
 	bool needs_commit;       /* new blocks, unwritten extents or a new i_size */
+	bool sync;               /* writes: the inode has the synchronous-updates flag */
 	uint64_t new_size;
 };
 
@@ -122,7 +150,10 @@ void fs_read_done(struct fs *fs, struct fs_dio *d);
  * given new blocks that stay unreachable on disk until fs_write_commit;
  * times are updated. */
 int fs_map_write(struct fs *fs, ino_t ino, uint64_t off, size_t len,
-		 const struct fs_cred *cr, struct fs_dio *d);
+		 const struct fs_cred *cr, unsigned wflags, struct fs_dio *d);
+/* fs_map_write's wflags: what the request says of itself */
+#define FS_W_APPEND 1u      /* the file is open with O_APPEND */
+#define FS_W_WRITEBACK 2u   /* the kernel writes back pages it accepted earlier */
 /* After the data is on the device (err == 0): make new blocks reachable,
  * convert unwritten extents, raise i_size. With err != 0: give back the
  * blocks that were never made reachable. Frees the map. */

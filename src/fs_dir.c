@@ -991,7 +991,7 @@ static int create_node(struct fs *fs, ino_t parent, const char *name, const stru
 	if (r == 0)
 		r = -EEXIST;
 	else if (r == -ENOENT)
-		r = S_ISDIR(nn->mode) && dir_full(fs, dir) ? -EMLINK : 0;
+		r = kn_may_add_name(dir) ?: (S_ISDIR(nn->mode) && dir_full(fs, dir) ? -EMLINK : 0);
 	if (!r && dir->inode.i_links_count == 0)
 		r = -ENOENT; /* the directory was removed */
 	before = shape_of(dir);
@@ -1116,12 +1116,16 @@ int fs_link(struct fs *fs, ino_t ino, ino_t newparent, const char *newname, stru
 	if (r == 0)
 		r = -EEXIST;
 	else if (r == -ENOENT)
-		r = kn_is_dir(k) ? -EPERM : k->inode.i_links_count >= EXT2_LINK_MAX ? -EMLINK : 0;
-	if (!r && dir->inode.i_links_count == 0)
+		r = kn_may_add_name(dir) ?: kn_may_change(k) ?: kn_is_dir(k) ? -EPERM :
+		    k->inode.i_links_count >= EXT2_LINK_MAX ? -EMLINK : 0;
+	/* a file without names: only an O_TMPFILE inode gets one back */
+	if (!r && (dir->inode.i_links_count == 0 || (k->inode.i_links_count == 0 && !k->linkable)))
 		r = -ENOENT;
 	if (!r)
 		r = dir_add(fs, dir, newname, k->ino, ftype_of(k->inode.i_mode));
 	if (!r) {
+		if (k->inode.i_links_count == 0)
+			k->inode.i_dtime = 0;   /* recorded deleted until now */
 		link_inc(fs, k);
 		kn_touch(fs, k, false, true, false);
 		r = kn_write(fs, k);
@@ -1201,11 +1205,10 @@ static int remove_name(struct fs *fs, ino_t parent, const char *name, bool want_
 		goto out;
 	if ((r = find(fs, dir, name, &de)) || (r = kn_get(fs, de->ino, &k)))
 		goto put_dir;
-	if (want_dir && !kn_is_dir(k))
-		r = -ENOTDIR;
-	else if (!want_dir && kn_is_dir(k))
-		r = -EISDIR;
-	else if (want_dir && (r = dir_is_empty(fs, k)) >= 0)
+	r = kn_may_remove_name(dir, k);
+	if (!r && want_dir != kn_is_dir(k))
+		r = want_dir ? -ENOTDIR : -EISDIR;
+	else if (!r && want_dir && (r = dir_is_empty(fs, k)) >= 0)
 		r = r ? 0 : -ENOTEMPTY;
 	if (!r)
 		r = drop_entry(fs, dir, name, k);
@@ -1323,6 +1326,15 @@ static int do_move(struct fs *fs, struct rename_ctx *c)
 	return r;
 }
 
+/* The source's name leaves its directory; the destination's is replaced
+ * (or swapped) or added. */
+static int rename_refusal(const struct rename_ctx *c)
+{
+	int r = kn_may_remove_name(c->sd, c->s);
+
+	return r ?: c->d ? kn_may_remove_name(c->dd, c->d) : kn_may_add_name(c->dd);
+}
+
 static int write_all(struct fs *fs, struct rename_ctx *c)
 {
 	struct knode *ks[] = { c->s, c->d, c->sd, c->dd };
@@ -1376,6 +1388,8 @@ int fs_rename(struct fs *fs, ino_t parent, const char *name, ino_t newparent,
 			r = is_ancestor(fs, c.d->ino, c.sd);
 		if (r > 0)
 			r = -EINVAL;
+		if (!r)
+			r = rename_refusal(&c);
 		if (!r)
 			r = flags & RENAME_EXCHANGE ? do_exchange(fs, &c) : do_move(fs, &c);
 		if (!r)

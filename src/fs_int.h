@@ -27,6 +27,7 @@ struct knode {
 	struct extent_cache *ext;       /* regular files: the extent tree in memory */
 	unsigned quiet_maps;            /* maps since the tree last changed */
 	int8_t default_acl;             /* directories: -1 unknown, 0 none, 1 present */
+	bool linkable;                  /* an O_TMPFILE inode fs_link may name */
 };
 
 struct fs {
@@ -86,6 +87,20 @@ void kn_set_size(struct fs *fs, struct knode *k, uint64_t size);
 void kn_touch(struct fs *fs, struct knode *k, bool m, bool c, bool a);
 bool kn_is_dir(const struct knode *k);
 unsigned kn_links(const struct knode *k);
+
+/* ---- immutable and append-only inodes (fs.c) ----
+ * The VFS refuses these changes with EPERM for filesystems whose inodes
+ * carry the flags; FUSE's inodes do not, so kaiofs refuses them itself.
+ * Each returns 0 or -EPERM. */
+/* attributes, xattrs, links or existing data change: neither flag */
+int kn_may_change(const struct knode *k);
+/* data is added, or times set to now: not immutable */
+int kn_may_write(const struct knode *k);
+/* a name is added to dir: dir not immutable */
+int kn_may_add_name(const struct knode *dir);
+/* the name of victim leaves dir: neither may be immutable or append-only
+ * (an append-only directory keeps its names) */
+int kn_may_remove_name(const struct knode *dir, const struct knode *victim);
 
 /* ---- ACLs (fs.c) ---- */
 #define ACL_ACCESS "system.posix_acl_access"

@@ -446,8 +446,19 @@ static void kill_suid(struct knode *k, const struct fs_cred *cr)
 	}
 }
 
+/* Writes to an immutable file, and to an append-only one other than through
+ * O_APPEND, are refused; pages the kernel accepted earlier still go out. */
+static int write_refusal(const struct knode *k, unsigned wflags)
+{
+	if (wflags & FS_W_WRITEBACK)
+		return 0;
+	if (kn_may_write(k))
+		return -EPERM;
+	return (k->inode.i_flags & EXT2_APPEND_FL) && !(wflags & FS_W_APPEND) ? -EPERM : 0;
+}
+
 int fs_map_write(struct fs *fs, ino_t ino, uint64_t off, size_t len,
-		 const struct fs_cred *cr, struct fs_dio *d)
+		 const struct fs_cred *cr, unsigned wflags, struct fs_dio *d)
 {
 	struct knode *k;
 	struct io_map *cur = NULL;
@@ -463,7 +474,8 @@ int fs_map_write(struct fs *fs, ino_t ino, uint64_t off, size_t len,
 	r = get_regular(fs, ino, &k);
 	if (r)
 		goto out;
-	if (off + len > fs_max_size(fs, k))
+	r = write_refusal(k, wflags);
+	if (!r && off + len > fs_max_size(fs, k))
 		r = -EFBIG;
 	if (!r)
 		r = map_blocks(fs, k, off / fs->bs, (off + len + fs->bs - 1) / fs->bs, &cur);
@@ -473,6 +485,7 @@ int fs_map_write(struct fs *fs, ino_t ino, uint64_t off, size_t len,
 		d->knode = k;
 		d->new_size = off + len > kn_size(k) ? off + len : kn_size(k);
 		d->needs_commit = d->new_size != kn_size(k);
+		d->sync = (k->inode.i_flags & EXT2_SYNC_FL) != 0;
 		for (unsigned i = 0; i < d->map->n; i++)
 			d->needs_commit |= d->map->seg[i].fresh || d->map->seg[i].unwritten;
 		kill_suid(k, cr);
@@ -1014,6 +1027,10 @@ static int fallocate_refusal(struct fs *fs, struct knode *k, int mode, uint64_t 
 		return -EOPNOTSUPP;
 	if ((mode & FALLOC_FL_PUNCH_HOLE) && (!(mode & FALLOC_FL_KEEP_SIZE) || (mode & FALLOC_FL_ZERO_RANGE)))
 		return -EOPNOTSUPP;
+	/* as vfs_fallocate: nothing on an immutable file, and on an append-only
+	 * one only allocation */
+	if (kn_may_write(k) || ((mode & ~FALLOC_FL_KEEP_SIZE) && kn_may_change(k)))
+		return -EPERM;
 	if (fs->ro)
 		return -EROFS;
 	/* block-mapped files can only have holes punched, as on ext4 */

@@ -194,6 +194,10 @@ static int run_loop(struct mount_ctx *m)
 	/* shared mappings of FOPEN_DIRECT_IO files (io=direct) */
 	struct rx_hooks hooks = { .init_flags = FUSE_DIRECT_IO_ALLOW_MMAP };
 
+	if (!m->o->raw) {
+		hooks.extra = ext4_extra_request;
+		hooks.extra_ctx = &m->front;
+	}
 	if (rx_hooks_install(m->se, &hooks) != 0) {
 		say("cannot hook the FUSE session");
 		return -1;
@@ -347,7 +351,7 @@ static struct fuse_session *new_session(struct mount_ctx *m, struct fuse_args *a
 {
 	struct options *o = m->o;
 	struct conn_tuning tuning = { .max_write = MAX_WRITE, .max_background = max_background(o),
-				     .cached = o->cached };
+				     .cached = o->cached, .dio_align = m->dev.logical_block };
 
 	if (add_mount_names(args, o->device) != 0)
 		return NULL;
@@ -384,6 +388,7 @@ static int mount_and_run(struct mount_ctx *m, struct fuse_args *args, const char
 		teardown(m, false);
 		return 1;
 	}
+	m->front.se = m->se;
 	if (m->fs && fs_mark_mounted(m->fs) != 0) {
 		say("%s: cannot write the superblock", o->device);
 		teardown(m, false);

@@ -16,6 +16,7 @@ struct conn_tuning {
 	unsigned max_write;
 	unsigned max_background;
 	bool cached;            /* io=cached: page cache with write-back */
+	unsigned dio_align;     /* O_DIRECT alignment the device asks for */
 };
 
 /* Raw mode: the root directory holds one file, the device itself. */
@@ -62,10 +63,36 @@ struct ext4_front {
 	pthread_mutex_t mu;       /* guards busy */
 	pthread_cond_t idle;
 	unsigned long busy;       /* data requests not yet replied to */
+	struct fuse_session *se;  /* for notifications to the kernel; set once mounted */
 };
 
 void ext4_front_init(struct ext4_front *f, struct fs *fs, struct io_dev *io, struct workq *wq,
 		     const struct conn_tuning *tuning);
+
+/* The kernel calls the root 1; ext2/3/4 calls it 2 (1 holds bad blocks). */
+#define FS_ROOT_INO 2
+
+static inline fuse_ino_t to_fs(fuse_ino_t ino)
+{
+	return ino == FUSE_ROOT_ID ? FS_ROOT_INO : ino;
+}
+
+static inline fuse_ino_t to_fuse(ino_t ino)
+{
+	return ino == FS_ROOT_INO ? FUSE_ROOT_ID : (fuse_ino_t)ino;
+}
+
+/* Attribute and entry timeouts: kaiofs is the volume's only writer. */
+#define ENTRY_TIMEOUT 86400.0
+
+/* A read or write of a file opened with O_DIRECT whose offset or length
+ * the device could not take directly: EINVAL, as ext4 refuses it. */
+bool odirect_misaligned(const struct conn_tuning *t, int open_flags, uint64_t off, size_t len);
+
+/* Opcodes libfuse 3.14 does not know (FUSE_TMPFILE, FUSE_STATX), answered
+ * for filesystem mode; an rx_extra_fn with the ext4_front as ctx. */
+struct rx_request;
+bool ext4_extra_request(void *front, const struct rx_request *r);
 /* Wait until every data request has been replied to. */
 void ext4_front_drain(struct ext4_front *f);
 extern const struct fuse_lowlevel_ops ext4_ops;

@@ -5,7 +5,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <linux/capability.h>
 #include <linux/falloc.h>
+#include <linux/fs.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,20 +22,7 @@
 #include "util.h"
 #include "workq.h"
 
-#define TIMEOUT 86400.0   /* kaiofs is the volume's only writer */
-
-/* The kernel calls the root 1; ext2/3/4 calls it 2 (1 holds bad blocks). */
-#define FS_ROOT_INO 2
-
-static fuse_ino_t to_fs(fuse_ino_t ino)
-{
-	return ino == FUSE_ROOT_ID ? FS_ROOT_INO : ino;
-}
-
-static fuse_ino_t to_fuse(ino_t ino)
-{
-	return ino == FS_ROOT_INO ? FUSE_ROOT_ID : (fuse_ino_t)ino;
-}
+#define TIMEOUT ENTRY_TIMEOUT
 
 static struct ext4_front *front(fuse_req_t req)
 {
@@ -396,7 +385,7 @@ static void e4_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 		if (attr->st_size < 0)
 			r = -EINVAL;
 		else
-			r = do_truncate(f, ino, (uint64_t)attr->st_size);
+			r = fs_may_setattr(f->fs, to_fs(ino), to_set) ?: do_truncate(f, ino, (uint64_t)attr->st_size);
 	}
 	if (!r)
 		r = fs_setattr(f->fs, to_fs(ino), attr, to_set & ~FUSE_SET_ATTR_SIZE, &st);
@@ -603,9 +592,8 @@ static void e4_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	struct pending *p;
 	int r;
 
-	(void)fi;
 	count(FOP_READ);
-	if (off < 0) {
+	if (off < 0 || odirect_misaligned(&f->tuning, fi->flags, (uint64_t)off, size)) {
 		fuse_reply_err(req, EINVAL);
 		return;
 	}
@@ -642,6 +630,7 @@ struct wreq {
 	uint64_t off;
 	size_t len;
 	int rw_flags;
+	unsigned wflags;            /* FS_W_* */
 	int err;
 	size_t wrote;
 };
@@ -692,7 +681,8 @@ static bool makes_reachable(const struct io_map *m)
 static void write_locked(struct wreq *w)
 {
 	struct ext4_front *f = w->p.f;
-	int r = fs_map_write(f->fs, w->ino, w->off, w->len, &w->cr, &w->p.dio);
+	int r = fs_map_write(f->fs, w->ino, w->off, w->len, &w->cr, w->wflags, &w->p.dio);
+	int rwf = w->rw_flags | (!r && w->p.dio.sync ? RWF_DSYNC : 0);
 
 	if (r) {
 		io_wop_cancel(w->wop);
@@ -702,7 +692,7 @@ static void write_locked(struct wreq *w)
 	}
 	/* ordered data: blocks about to become reachable get their data onto
 	 * stable storage first (FUA), so a crash never shows stale contents */
-	io_wop_start(w->wop, w->p.dio.map, w->rw_flags | (makes_reachable(w->p.dio.map) ? RWF_DSYNC : 0),
+	io_wop_start(w->wop, w->p.dio.map, rwf | (makes_reachable(w->p.dio.map) ? RWF_DSYNC : 0),
 		     write_written, w);
 }
 
@@ -728,7 +718,7 @@ static void e4_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 	uint64_t max = 0;
 
 	count(FOP_WRITE);
-	if (off < 0) {
+	if (off < 0 || (!fi->writepage && odirect_misaligned(&f->tuning, fi->flags, (uint64_t)off, size))) {
 		fuse_reply_err(req, EINVAL);
 		return;
 	}
@@ -753,6 +743,7 @@ static void e4_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 	w->len = size;
 	w->cr = cred_of(req);
 	w->rw_flags = (int)fi->fh;
+	w->wflags = (fi->flags & O_APPEND ? FS_W_APPEND : 0) | (fi->writepage ? FS_W_WRITEBACK : 0);
 	w->rl = fs_file_lock(f->fs, to_fs(ino), &max);
 	/* past the largest file size: EFBIG; across it: a short write */
 	if (w->rl && w->off >= max) {
@@ -886,6 +877,123 @@ static void e4_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 	fuse_reply_err(req, 0);
 }
 
+/* ---- inode flags: lsattr and chattr ---- */
+
+/* Does the process have the capability in its effective set? */
+static bool caller_capable(pid_t pid, int cap)
+{
+	char path[64], line[256];
+	unsigned long long eff;
+	bool yes = false;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	f = fopen(path, "re");
+	if (!f)
+		return false;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "CapEff: %llx", &eff) == 1) {
+			yes = (eff >> cap) & 1;
+			break;
+		}
+	fclose(f);
+	return yes;
+}
+
+/* The FS_IOC_FSGETXATTR flags and the inode flags they stand for. */
+static const struct { uint32_t xflag, flag; } xflags_map[] = {
+	{ FS_XFLAG_SYNC, FS_SYNC_FL }, { FS_XFLAG_IMMUTABLE, FS_IMMUTABLE_FL },
+	{ FS_XFLAG_APPEND, FS_APPEND_FL }, { FS_XFLAG_NODUMP, FS_NODUMP_FL },
+	{ FS_XFLAG_NOATIME, FS_NOATIME_FL }, { FS_XFLAG_DAX, FS_DAX_FL },
+	{ FS_XFLAG_PROJINHERIT, FS_PROJINHERIT_FL },
+};
+
+static uint32_t xflags_translate(uint32_t v, bool to_xflags)
+{
+	uint32_t out = 0;
+
+	for (size_t i = 0; i < sizeof(xflags_map) / sizeof(xflags_map[0]); i++)
+		if (v & (to_xflags ? xflags_map[i].flag : xflags_map[i].xflag))
+			out |= to_xflags ? xflags_map[i].xflag : xflags_map[i].flag;
+	return out;
+}
+
+#define COMMON_FLAGS xflags_translate(~0u, false)
+
+static int set_flags_of(fuse_req_t req, fuse_ino_t ino, uint32_t fl)
+{
+	struct ext4_front *f = front(req);
+	int r = fs_set_flags(f->fs, to_fs(ino), fl,
+			     caller_capable(fuse_req_ctx(req)->pid, CAP_SYS_RESOURCE));
+
+	/* the kernel keeps the attributes it has (the ctime changed) */
+	if (!r && f->se)
+		fuse_lowlevel_notify_inval_inode(f->se, ino, -1, 0);
+	return r;
+}
+
+/* The kernel sends these (and no other ioctl of files) with the sizes of
+ * their arguments; it has checked ownership and CAP_LINUX_IMMUTABLE. */
+static void e4_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg,
+		     struct fuse_file_info *fi, unsigned flags, const void *in_buf, size_t in_bufsz,
+		     size_t out_bufsz)
+{
+	struct fs *fs = front(req)->fs;
+	struct fsxattr x = { 0 };
+	uint32_t fl = 0;
+	int r;
+
+	(void)arg;
+	(void)fi;
+	(void)flags;
+	count(FOP_OTHER);
+	switch (cmd) {
+	case FS_IOC_GETFLAGS:
+	case FS_IOC32_GETFLAGS:
+		r = out_bufsz < sizeof(fl) ? -EINVAL : fs_get_flags(fs, to_fs(ino), &fl);
+		if (!r)
+			fuse_reply_ioctl(req, 0, &fl, sizeof(fl));
+		break;
+	case FS_IOC_SETFLAGS:
+	case FS_IOC32_SETFLAGS:
+		if (in_bufsz < sizeof(fl)) {
+			r = -EINVAL;
+			break;
+		}
+		memcpy(&fl, in_buf, sizeof(fl));
+		r = set_flags_of(req, ino, fl);
+		if (!r)
+			fuse_reply_ioctl(req, 0, NULL, 0);
+		break;
+	case FS_IOC_FSGETXATTR:
+		r = out_bufsz < sizeof(x) ? -EINVAL : fs_get_flags(fs, to_fs(ino), &fl);
+		x.fsx_xflags = xflags_translate(fl, true);
+		if (!r)
+			fuse_reply_ioctl(req, 0, &x, sizeof(x));
+		break;
+	case FS_IOC_FSSETXATTR:
+		if (in_bufsz < sizeof(x)) {
+			r = -EINVAL;
+			break;
+		}
+		memcpy(&x, in_buf, sizeof(x));
+		/* the flags the xflags do not stand for stay as they are */
+		r = fs_get_flags(fs, to_fs(ino), &fl);
+		if (!r)
+			r = set_flags_of(req, ino, (fl & ~COMMON_FLAGS) | xflags_translate(x.fsx_xflags, false));
+		/* as ext4 without the project feature: the flags are set, a project is not */
+		if (!r && x.fsx_projid)
+			r = -EOPNOTSUPP;
+		if (!r)
+			fuse_reply_ioctl(req, 0, NULL, 0);
+		break;
+	default:
+		r = -ENOTTY;
+	}
+	if (r)
+		fuse_reply_err(req, -r);
+}
+
 /* ---- extended attributes ---- */
 
 static void reply_sized(fuse_req_t req, ssize_t r, size_t size, const void *buf)
@@ -981,4 +1089,5 @@ const struct fuse_lowlevel_ops ext4_ops = {
 	.create = e4_create,
 	.fallocate = e4_fallocate,
 	.lseek = e4_lseek,
+	.ioctl = e4_ioctl,
 };

@@ -88,6 +88,13 @@ int open_rwf(int open_flags)
 	return (open_flags & O_DSYNC) ? RWF_DSYNC : 0;
 }
 
+bool odirect_misaligned(const struct conn_tuning *t, int open_flags, uint64_t off, size_t len)
+{
+	uint64_t align = t->dio_align ? t->dio_align : 512;
+
+	return (open_flags & O_DIRECT) && ((off | len) & (align - 1)) != 0;
+}
+
 void ops_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	(void)ino;

@@ -808,6 +808,37 @@ def test_unlinked_files_stay_deleted(volumes, kaiofs_stat_bin, workdir, rng):
         check_files(k, keep, "kernel ext4")
 
 
+def test_tmpfiles_after_kill9(volumes, workdir, rng):
+    """O_TMPFILE files are on the disk as deleted (no links, a deletion
+    time) until linkat names them: after kill -9, e2fsck frees the unnamed
+    ones (nothing in lost+found) and the named one is intact."""
+    dev = volumes.make("ext4")
+    m = volumes.mount(dev)
+    named_data, loose_data = rng.randbytes(60000), rng.randbytes(90000)
+    named = os.open(m.mountpoint, os.O_TMPFILE | os.O_RDWR, 0o644)
+    loose = os.open(m.mountpoint, os.O_TMPFILE | os.O_RDWR, 0o600)
+    try:
+        kh.pwrite_all(named, named_data, 0)
+        kh.pwrite_all(loose, loose_data, 0)
+        kh.link_open_file(named, os.path.join(m.mountpoint, "named"))
+        os.fsync(named)
+        dfd = os.open(m.mountpoint, os.O_RDONLY | os.O_DIRECTORY)
+        os.fsync(dfd)
+        os.close(dfd)
+        os.kill(m.pid, signal.SIGKILL)
+    finally:
+        os.close(named)
+        os.close(loose)
+    clear_killed_mount(m)
+    rc, out = fs_support.fsck(dev.path, fix=True)
+    assert rc in (0, 1), "e2fsck -fy exit %d:\n%s" % (rc, out)
+    fs_support.assert_fsck_clean(dev.path)
+    with fs_support.kernel_mount(dev.path, os.path.join(workdir, "k")) as k:
+        assert os.listdir(os.path.join(k, "lost+found")) == []
+        assert sorted(os.listdir(k)) == ["lost+found", "named"]
+        kh.assert_same_data(kh.read_file(os.path.join(k, "named")), named_data, "named")
+
+
 @pytest.mark.parametrize("dir_fsync", [False, True], ids=["fsync-file", "fsync-file-and-dir"])
 def test_kill9_under_write_load(volumes, mounter, workdir, seed, dir_fsync):
     """Files are recorded once fsync(file) (and, in one variant, fsync of

@@ -566,19 +566,22 @@ static void op_fallocate(enum op op)
 
 static void op_copy(void)
 {
-	if (!g.size)
-		return;
-	uint64_t src = below(g.size), len = pick_length(false), dst;
+	/* through the descriptor reads and writes use, as fsx does: aligned
+	 * for O_DIRECT */
+	bool direct = use_direct();
+	int fd = direct ? g.dfd : g.fd;
+	uint64_t src = align_down(below(g.size), direct), len = pick_length(direct), dst;
 
+	if (src >= g.size)
+		return;
 	if (len > g.size - src)
-		len = g.size - src;
-	dst = pick_offset(false, len);
+		len = align_down(g.size - src, direct);
+	if (!len)
+		return;
+	dst = pick_offset(direct, len);
 	/* overlapping ranges within one file are refused with EINVAL */
 	if (dst < src + len && src < dst + len)
 		return;
-	/* through the descriptor reads and writes use, as fsx does */
-	bool direct = use_direct();
-	int fd = direct ? g.dfd : g.fd;
 
 	note(OP_COPY, direct, dst, len, src);
 	loff_t in = (loff_t)src, out = (loff_t)dst;
