@@ -81,7 +81,7 @@ def case_id(c):
 
 @pytest.mark.parametrize("volume,bs,io,access", CASES, ids=[case_id(c) for c in CASES])
 def test_randops(volumes, workdir, randops_bin, seed, volume, bs, io, access):
-    check_randops(volumes, workdir, randops_bin, seed, volume, bs, io, access, 4000)
+    check_randops(volumes, workdir, randops_bin, seed, volume, bs, io, access, 3000)
 
 
 @pytest.mark.slow
