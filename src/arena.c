@@ -223,5 +223,6 @@ void arena_free(struct arena *a, void *buf, size_t len)
 }
 
 size_t arena_unit(const struct arena *a) { return a->unit; }
+void *arena_base(const struct arena *a) { return a->base; }
 size_t arena_size(const struct arena *a) { return a->size; }
 size_t arena_max_alloc(const struct arena *a) { return a->size; }

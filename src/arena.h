@@ -27,6 +27,9 @@ void *arena_try_alloc(struct arena *a, size_t len);
 void arena_free(struct arena *a, void *buf, size_t len);
 
 size_t arena_unit(const struct arena *a);
+/* The first byte of the arena's memory: every buffer lies in
+ * [arena_base, arena_base + arena_size). */
+void *arena_base(const struct arena *a);
 size_t arena_size(const struct arena *a);
 /* Largest single allocation the arena serves. */
 size_t arena_max_alloc(const struct arena *a);

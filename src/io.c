@@ -4,15 +4,15 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "aio.h"
 #include "arena.h"
+#include "engine.h"
 #include "log.h"
 #include "stats.h"
 #include "util.h"
 
 /* One device I/O of an operation. */
 struct io_part {
-	struct aio_req req;
+	struct eng_req req;
 	struct io_op *op;
 };
 
@@ -99,13 +99,13 @@ static const struct io_seg *seg_of(const struct io_map *m, uint64_t b)
 /* ---- device ---- */
 
 void io_dev_init(struct io_dev *d, int fd, uint64_t size, size_t unit,
-		 struct aio_engine *aio, struct arena *arena)
+		 struct engine *engine, struct arena *arena)
 {
 	memset(d, 0, sizeof(*d));
 	d->fd = fd;
 	d->size = size;
 	d->unit = unit;
-	d->aio = aio;
+	d->engine = engine;
 	d->arena = arena;
 	rangelock_init(&d->wlock);
 	pthread_mutex_init(&d->mu, NULL);
@@ -213,7 +213,7 @@ static int device_errno(long res)
 static bool part_finished(struct io_part *p, long res)
 {
 	struct io_op *op = p->op;
-	size_t want = p->req.iocb.u.c.nbytes + p->req.done_bytes;
+	size_t want = p->req.len + p->req.done_bytes;
 
 	if (res < 0)
 		__atomic_store_n(&op->err, device_errno(res), __ATOMIC_RELAXED);
@@ -226,7 +226,7 @@ static bool part_finished(struct io_part *p, long res)
 
 /* Queue device I/O for the data segments of [first, first+nblk) of the map. */
 static unsigned prep_parts(struct io_op *op, unsigned at, const struct io_map *m, bool write,
-			   aio_done_fn done)
+			   eng_done_fn done)
 {
 	uint64_t b0 = op->a0 / op->bs, b1 = b0 + op->span / op->bs;
 
@@ -245,21 +245,21 @@ static unsigned prep_parts(struct io_op *op, unsigned at, const struct io_map *m
 		}
 		if (write && s->hole)
 			continue;
-		struct aio_req *r = &op->parts[at++].req;
+		struct eng_req *r = &op->parts[at++].req;
 		uint64_t dev_off = (s->pblk + (f0 - s->fblk)) * op->bs;
 
 		r->done = done;
 		if (write)
-			aio_prep_write(r, op->dev->fd, dst, (f1 - f0) * op->bs, dev_off, op->rw_flags);
+			engine_prep_write(r, op->dev->fd, dst, (f1 - f0) * op->bs, dev_off, op->rw_flags);
 		else
-			aio_prep_read(r, op->dev->fd, dst, (f1 - f0) * op->bs, dev_off);
+			engine_prep_read(r, op->dev->fd, dst, (f1 - f0) * op->bs, dev_off);
 	}
 	return at;
 }
 
 static void submit_parts(struct io_op *op, unsigned first, unsigned n)
 {
-	struct aio_req *rs[64];
+	struct eng_req *rs[64];
 
 	op->parts_left = n;
 	while (n) {
@@ -267,7 +267,7 @@ static void submit_parts(struct io_op *op, unsigned first, unsigned n)
 
 		for (unsigned i = 0; i < k; i++)
 			rs[i] = &op->parts[first + i].req;
-		aio_submit_batch(op->dev->aio, rs, k);
+		engine_submit_batch(op->dev->engine, rs, k);
 		first += k;
 		n -= k;
 	}
@@ -312,7 +312,7 @@ static void read_finish(struct io_op *op)
 	op_free(op);
 }
 
-static void read_part_done(struct aio_req *r, long res)
+static void read_part_done(struct eng_req *r, long res)
 {
 	struct io_part *p = r->priv;
 
@@ -428,7 +428,7 @@ static void write_finish(struct io_op *op)
 	op_free(op);
 }
 
-static void write_part_done(struct aio_req *r, long res)
+static void write_part_done(struct eng_req *r, long res)
 {
 	struct io_part *p = r->priv;
 
@@ -467,7 +467,7 @@ static void merge_edges(struct io_op *op)
 	}
 }
 
-static void edge_done(struct aio_req *r, long res)
+static void edge_done(struct eng_req *r, long res)
 {
 	struct io_part *p = r->priv;
 	struct io_op *op = p->op;
@@ -507,10 +507,10 @@ static unsigned plan_edges(struct io_op *op)
 			memset(scratch + i * bs, 0, bs);
 			continue;
 		}
-		struct aio_req *r = &op->parts[i].req;
+		struct eng_req *r = &op->parts[i].req;
 
 		r->done = edge_done;
-		aio_prep_read(r, op->dev->fd, scratch + i * bs, bs,
+		engine_prep_read(r, op->dev->fd, scratch + i * bs, bs,
 			      (s->pblk + (op->edge_blk[i] - s->fblk)) * bs);
 		to_read |= 1u << i;
 	}
@@ -522,7 +522,7 @@ void io_wop_start(struct io_wop *w, const struct io_map *map, int rw_flags,
 {
 	struct io_op *op = (struct io_op *)w;
 	unsigned nreads = 0, nwrite = io_segs(map, true), to_read;
-	struct aio_req *rs[2];
+	struct eng_req *rs[2];
 
 	op->map = map;
 	op->rw_flags = rw_flags;
@@ -545,7 +545,7 @@ void io_wop_start(struct io_wop *w, const struct io_map *map, int rw_flags,
 	/* only the read parts count until the reads are merged */
 	op->parts_left = nreads;
 	STAT_ADD(rmw_blocks, nreads);
-	aio_submit_batch(op->dev->aio, rs, nreads);
+	engine_submit_batch(op->dev->engine, rs, nreads);
 }
 
 static void raw_write_locked(struct rl_entry *e)
@@ -581,7 +581,7 @@ void io_write(struct io_dev *d, uint64_t off, const void *data, size_t len, int 
 
 /* ---- flush ---- */
 
-static void flush_done(struct aio_req *r, long res)
+static void flush_done(struct eng_req *r, long res)
 {
 	struct io_part *p = r->priv;
 	struct io_op *op = p->op;
@@ -600,6 +600,6 @@ void io_flush(struct io_dev *d, bool datasync, io_write_done cb, void *ctx)
 	}
 	op->write_cb = cb;
 	op->parts[0].req.done = flush_done;
-	aio_prep_fsync(&op->parts[0].req, d->fd, datasync);
-	aio_submit(d->aio, &op->parts[0].req);
+	engine_prep_fsync(&op->parts[0].req, d->fd, datasync);
+	engine_submit(d->engine, &op->parts[0].req);
 }

@@ -1,5 +1,5 @@
 /* The data path: byte ranges of files or of the device, moved through the
- * AIO engine from arena buffers. A file range is described by a block map
+ * engine from arena buffers. A file range is described by a block map
  * (struct io_map) that the filesystem layer produces; raw mode uses the
  * identity map. Holes and unwritten blocks read as zeros; unaligned writes
  * read and modify their edge blocks (or zero them when the block holds no
@@ -15,7 +15,7 @@
 
 #include "rangelock.h"
 
-struct aio_engine;
+struct engine;
 struct arena;
 
 /* A run of file blocks: on the device at pblk, or reading as zeros. */
@@ -45,7 +45,7 @@ struct io_dev {
 	int fd;
 	uint64_t size;          /* raw mode: bytes served, a multiple of unit */
 	size_t unit;            /* raw mode: I/O alignment and RMW granularity */
-	struct aio_engine *aio;
+	struct engine *engine;
 	struct arena *arena;
 	struct rangelock wlock; /* raw mode: orders overlapping writes */
 	pthread_mutex_t mu;
@@ -61,7 +61,7 @@ typedef void (*io_read_done)(void *ctx, int err, const char *data, size_t len);
 typedef void (*io_write_done)(void *ctx, int err, size_t len);
 
 void io_dev_init(struct io_dev *d, int fd, uint64_t size, size_t unit,
-		 struct aio_engine *aio, struct arena *arena);
+		 struct engine *engine, struct arena *arena);
 /* Wait until every started operation has called back. */
 void io_dev_drain(struct io_dev *d);
 void io_dev_destroy(struct io_dev *d);

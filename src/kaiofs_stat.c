@@ -158,6 +158,7 @@ struct sample {
 	struct field *f;
 	size_t n, cap;
 	double t;                  /* CLOCK_MONOTONIC seconds when taken */
+	char engine[16];           /* the string at "engine", or empty */
 };
 
 struct parser {
@@ -302,6 +303,8 @@ static bool parse_value(struct parser *ps, size_t plen, int depth)
 				return false;
 		}
 	case '"':
+		if (!strcmp(ps->path, "engine"))
+			return parse_string(ps, ps->s->engine, sizeof(ps->s->engine));
 		return parse_string(ps, NULL, 0);
 	case 't':
 	case 'f':
@@ -398,8 +401,8 @@ static double interval_quantile(const struct sample *a, const struct sample *b, 
 
 static void print_header(void)
 {
-	printf("%-8s %9s %9s %8s %8s %8s %8s %9s %9s\n", "time", "r/s", "w/s", "rMiB/s",
-	       "wMiB/s", "iocb/sub", "inflight", "p50_us", "p99_us");
+	printf("%-8s %9s %9s %8s %8s %8s %8s %9s %9s %-6s\n", "time", "r/s", "w/s", "rMiB/s",
+	       "wMiB/s", "iocb/sub", "inflight", "p50_us", "p99_us", "engine");
 }
 
 static void print_num(const char *fmt, int width, double v)
@@ -430,7 +433,7 @@ static void print_line(const struct sample *a, const struct sample *b)
 	print_num(" %*.0f", 8, sample_get(b, "aio.in_flight"));
 	print_num(" %*.1f", 9, interval_quantile(a, b, 0.50) / 1e3);
 	print_num(" %*.1f", 9, interval_quantile(a, b, 0.99) / 1e3);
-	putchar('\n');
+	printf(" %-6s\n", b->engine[0] ? b->engine : "-");
 }
 
 static bool counters_went_back(const struct sample *a, const struct sample *b)

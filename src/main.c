@@ -13,9 +13,9 @@
 #include <syslog.h>
 #include <unistd.h>
 
-#include "aio.h"
 #include "arena.h"
 #include "device.h"
+#include "engine.h"
 #include "fs.h"
 #include "io.h"
 #include "log.h"
@@ -121,7 +121,7 @@ struct mount_ctx {
 	struct options *o;
 	struct device dev;
 	struct arena *arena;
-	struct aio_engine *aio;
+	struct engine *engine;
 	struct io_dev io;
 	bool io_ready;
 	struct raw_fs rawfs;
@@ -139,32 +139,51 @@ static size_t io_unit(const struct device *dev)
 }
 
 /* The largest arena the memlock limit lets an unprivileged user lock, in
- * whole MiB, if that is below the default and not below the minimum. */
-static uint64_t arena_within_memlock(void)
+ * whole MiB, if that is below the default and not below the minimum. Each
+ * io_uring ring registers the whole arena, and that counts against the
+ * same limit once per ring. */
+static uint64_t arena_within_memlock(const struct options *o)
 {
 	struct rlimit rl;
+	uint64_t fit;
 
-	if (getrlimit(RLIMIT_MEMLOCK, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY ||
-	    rl.rlim_cur >= DEFAULT_ARENA || rl.rlim_cur < MIN_ARENA)
+	if (getrlimit(RLIMIT_MEMLOCK, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY)
 		return 0;
-	return rl.rlim_cur >> 20 << 20;
+	fit = o->engine == ENGINE_URING ? rl.rlim_cur / o->reapers : rl.rlim_cur;
+	if (fit >= DEFAULT_ARENA || fit < MIN_ARENA)
+		return 0;
+	return fit >> 20 << 20;
+}
+
+static struct engine_config engine_config(const struct mount_ctx *m)
+{
+	struct engine_config cfg = { .kind = m->o->engine, .depth = m->o->queue_depth,
+				     .nctx = m->o->reapers, .fixed_fd = m->dev.fd };
+
+	if (m->arena) {
+		cfg.fixed_base = arena_base(m->arena);
+		cfg.fixed_len = arena_size(m->arena);
+	}
+	return cfg;
 }
 
 static int start_engine(struct mount_ctx *m)
 {
 	char err[ERRLEN];
+	struct engine_config cfg;
 	uint64_t fit;
 
 	m->arena = arena_create(m->o->arena, io_unit(&m->dev), err, sizeof(err));
 	/* no arena= given: an unprivileged user gets what the limit allows */
-	if (!m->arena && !m->o->arena_s && (fit = arena_within_memlock()) != 0)
+	if (!m->arena && !m->o->arena_s && (fit = arena_within_memlock(m->o)) != 0)
 		m->arena = arena_create(fit, io_unit(&m->dev), err, sizeof(err));
 	if (!m->arena) {
 		say("%s", err);
 		return -1;
 	}
-	m->aio = aio_create(m->o->queue_depth, m->o->reapers, err, sizeof(err));
-	if (!m->aio) {
+	cfg = engine_config(m);
+	m->engine = engine_create(&cfg, err, sizeof(err));
+	if (!m->engine) {
 		say("%s", err);
 		return -1;
 	}
@@ -182,15 +201,15 @@ static unsigned rx_threads(const struct mount_ctx *m)
 	return n;
 }
 
-static bool no_device_io(void *aio)
+static bool no_device_io(void *engine)
 {
-	return aio_idle(aio);
+	return engine_idle(engine);
 }
 
 static int run_loop(struct mount_ctx *m)
 {
 	struct rx_config cfg = { .nthreads = rx_threads(m), .poll_us = m->o->poll_us,
-				 .quiet = no_device_io, .quiet_arg = m->aio };
+				 .quiet = no_device_io, .quiet_arg = m->engine };
 	/* shared mappings of FOPEN_DIRECT_IO files (io=direct) */
 	struct rx_hooks hooks = { .init_flags = FUSE_DIRECT_IO_ALLOW_MMAP };
 
@@ -229,8 +248,8 @@ static int teardown(struct mount_ctx *m, bool mounted)
 	workq_destroy(m->wq);
 	m->wq = NULL;
 	statsrv_stop(m->srv);
-	aio_destroy(m->aio);
-	m->aio = NULL;
+	engine_destroy(m->engine);
+	m->engine = NULL;
 	if (m->se) {
 		if (mounted) {
 			fuse_remove_signal_handlers(m->se);
@@ -263,6 +282,8 @@ static int teardown(struct mount_ctx *m, bool mounted)
 static int prepare(struct mount_ctx *m, struct fuse_args *args, const char **ro_reason)
 {
 	struct options *o = m->o;
+	struct engine_config probe_cfg = { .kind = o->engine, .depth = o->queue_depth, .nctx = 1,
+					   .fixed_fd = -1 };
 	char err[ERRLEN];
 	bool ro;
 
@@ -294,7 +315,7 @@ static int prepare(struct mount_ctx *m, struct fuse_args *args, const char **ro_
 		return 1;
 	/* everything that can fail for a reason the user can fix is checked
 	 * before mounting, in the process that reports back */
-	if (aio_probe(o->queue_depth, err, sizeof(err)) != 0) {
+	if (engine_probe(&probe_cfg, err, sizeof(err)) != 0) {
 		say("%s", err);
 		return 1;
 	}
@@ -356,7 +377,7 @@ static struct fuse_session *new_session(struct mount_ctx *m, struct fuse_args *a
 	if (add_mount_names(args, o->device) != 0)
 		return NULL;
 	io_dev_init(&m->io, m->dev.fd, m->dev.size - m->dev.size % io_unit(&m->dev), io_unit(&m->dev),
-		    m->aio, m->arena);
+		    m->engine, m->arena);
 	m->io_ready = true;
 	if (!o->single_thread)
 		m->io.take_buffer = rx_take_payload;

@@ -25,6 +25,7 @@ static const struct fuse_opt optspec[] = {
 	OPT("reapers=%s", reapers_s, 0),
 	OPT("fuse_threads=%s", fuse_threads_s, 0),
 	OPT("io=%s", io_s, 0),
+	OPT("engine=%s", engine_s, 0),
 	OPT("meta_cache=%s", meta_cache_s, 0),
 	OPT("poll_us=%s", poll_us_s, 0),
 	FUSE_OPT_KEY("-h", KEY_HELP),
@@ -149,6 +150,12 @@ static int check_values(struct options *o, char *err, size_t errlen)
 		}
 		o->cached = strcmp(o->io_s, "cached") == 0;
 	}
+	o->engine = ENGINE_AIO;
+	if (o->engine_s && !engine_kind_parse(o->engine_s, &o->engine)) {
+		snprintf(err, errlen, "bad value engine=%s: want %s or %s", o->engine_s,
+			 engine_kind_name(ENGINE_AIO), engine_kind_name(ENGINE_URING));
+		return -1;
+	}
 	return 0;
 }
 
@@ -179,7 +186,7 @@ void options_usage(const char *prog)
 	printf("usage: %s [options] DEVICE MOUNTPOINT\n\n"
 	       "Mount the ext2, ext3 or ext4 filesystem on DEVICE (a block device or an image\n"
 	       "file) through FUSE; file data moves by Linux kernel AIO on an O_DIRECT\n"
-	       "descriptor of the device.\n\n"
+	       "descriptor of the device (or by io_uring with -o engine=uring).\n\n"
 	       "kaiofs options (-o OPT[,OPT...]):\n"
 	       "    -o raw                 show the device itself as one file instead of its\n"
 	       "                           filesystem (default: off)\n"
@@ -188,9 +195,11 @@ void options_usage(const char *prog)
 	       "                           kernel's page cache with write-back (shared mmap)\n"
 	       "    -o arena=SIZE          locked bounce-buffer arena (default %lluM, at least %lluM;\n"
 	       "                           suffixes K, M, G)\n"
-	       "    -o queue_depth=N       AIO queue depth per context (default %d)\n"
-	       "    -o reapers=N           AIO contexts, each with its reaper thread (default %d,\n"
-	       "                           at most 64)\n"
+	       "    -o engine=aio|uring    how data reaches the device: kernel AIO (default) or\n"
+	       "                           io_uring with the arena registered as fixed buffers\n"
+	       "    -o queue_depth=N       queue depth per AIO context or io_uring ring (default %d)\n"
+	       "    -o reapers=N           AIO contexts or io_uring rings, each with its reaper\n"
+	       "                           thread (default %d, at most 64)\n"
 	       "    -o fuse_threads=N      threads receiving FUSE requests (default: one per CPU,\n"
 	       "                           2 to 8; at most 64)\n"
 	       "    -o meta_cache=SIZE     memory for metadata blocks read from the device\n"
@@ -224,5 +233,6 @@ void options_free(struct options *o)
 	free(o->poll_us_s);
 	free(o->fuse_threads_s);
 	free(o->io_s);
+	free(o->engine_s);
 	free(o->meta_cache_s);
 }

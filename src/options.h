@@ -8,6 +8,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "engine.h"
+
 #define DEFAULT_ARENA (64ull << 20)
 #define MIN_ARENA (4ull << 20)
 #define DEFAULT_QUEUE_DEPTH 128
@@ -24,8 +26,9 @@ struct options {
 	int foreground, debug, single_thread;
 	int show_help, show_version;
 	char *arena_s, *queue_depth_s, *reapers_s, *io_s, *meta_cache_s, *fuse_threads_s,
-	     *poll_us_s;
+	     *poll_us_s, *engine_s;
 	bool cached;            /* io=cached: the kernel's page cache in front */
+	enum engine_kind engine; /* engine=: kernel AIO (default) or io_uring */
 	uint64_t arena, meta_cache;
 	unsigned queue_depth, reapers;
 	unsigned fuse_threads;   /* 0: chosen from the CPUs */

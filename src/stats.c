@@ -120,14 +120,32 @@ static void json_histo(struct sbuf *b, const char *name, const struct histo *h, 
 	sb_printf(b, "]}%s", comma ? "," : "");
 }
 
+static const char *engine_name(void)
+{
+	return kstats.engine ? kstats.engine : "none";
+}
+
+static bool is_uring(void)
+{
+	return strcmp(engine_name(), "uring") == 0;
+}
+
 static void render_json(struct sbuf *b)
 {
-	sb_printf(b, "{\"iocbs_per_submit\":%.3f,", iocbs_per_submit());
-	sb_printf(b, "\"aio\":{\"submits\":%llu,\"iocbs\":%llu,\"iocbs_per_submit\":%.3f,"
+	sb_printf(b, "{\"engine\":\"%s\",\"iocbs_per_submit\":%.3f,", engine_name(),
+		  iocbs_per_submit());
+	/* the engine's counters keep the key "aio" for both engines */
+	sb_printf(b, "\"aio\":{\"engine\":\"%s\",\"submits\":%llu,\"iocbs\":%llu,\"iocbs_per_submit\":%.3f,"
 		  "\"completions\":%llu,\"errors\":%llu,\"eagain\":%llu,\"short_io\":%llu,"
 		  "\"in_flight\":%llu,\"in_flight_peak\":%llu,\"queued\":%llu,\"queued_peak\":%llu},",
-		  G(submits), G(iocbs), iocbs_per_submit(), G(completions), G(errors), G(eagain),
-		  G(short_io), G(in_flight), G(in_flight_peak), G(queued), G(queued_peak));
+		  engine_name(), G(submits), G(iocbs), iocbs_per_submit(), G(completions), G(errors),
+		  G(eagain), G(short_io), G(in_flight), G(in_flight_peak), G(queued), G(queued_peak));
+	if (is_uring())
+		sb_printf(b, "\"uring\":{\"rings\":%llu,\"sq_entries\":%llu,\"cq_entries\":%llu,"
+			  "\"registered_bytes\":%llu,\"fixed_buffer_ios\":%llu,\"other_buffer_ios\":%llu,"
+			  "\"fixed_file_ios\":%llu},",
+			  G(ur_rings), G(ur_sq_entries), G(ur_cq_entries), G(ur_registered_bytes),
+			  G(ur_fixed_buffer_ios), G(ur_other_buffer_ios), G(ur_fixed_file_ios));
 	sb_printf(b, "\"arena\":{\"size\":%llu,\"in_use\":%llu,\"peak\":%llu,\"waits\":%llu,\"allocs\":%llu,"
 		  "\"rx_buffers\":%llu},",
 		  G(arena_size), G(arena_in_use), G(arena_peak), G(arena_waits), G(arena_allocs), G(arena_rx));
@@ -163,13 +181,21 @@ static void table_histo(struct sbuf *b, const char *layer, const char *name, con
 
 static void render_table(struct sbuf *b)
 {
-	sb_printf(b, "aio engine\n");
-	sb_printf(b, "  io_submit calls %14llu   iocbs %14llu   iocbs/submit %8.2f\n",
-		  G(submits), G(iocbs), iocbs_per_submit());
+	bool uring = is_uring();
+
+	sb_printf(b, "%s engine\n", engine_name());
+	sb_printf(b, "  %-15s %14llu   iocbs %14llu   iocbs/submit %8.2f\n",
+		  uring ? "io_uring_enter" : "io_submit calls", G(submits), G(iocbs), iocbs_per_submit());
 	sb_printf(b, "  completions     %14llu   errors %13llu   short %15llu   eagain %llu\n",
 		  G(completions), G(errors), G(short_io), G(eagain));
 	sb_printf(b, "  in flight now   %14llu   peak %15llu   queued now %10llu   peak %llu\n",
 		  G(in_flight), G(in_flight_peak), G(queued), G(queued_peak));
+	if (uring) {
+		sb_printf(b, "  rings %24llu   entries %12llu   registered %10llu\n", G(ur_rings),
+			  G(ur_sq_entries), G(ur_registered_bytes));
+		sb_printf(b, "  fixed buffer I/O %13llu   other buffer I/O %3llu   fixed file %llu\n",
+			  G(ur_fixed_buffer_ios), G(ur_other_buffer_ios), G(ur_fixed_file_ios));
+	}
 	sb_printf(b, "arena\n");
 	sb_printf(b, "  size %25llu   in use %13llu   peak %15llu\n",
 		  G(arena_size), G(arena_in_use), G(arena_peak));

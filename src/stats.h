@@ -24,15 +24,22 @@ struct histo {
 };
 
 struct kstats {
-	/* aio engine */
-	uint64_t submits;        /* io_submit calls that submitted something */
-	uint64_t iocbs;          /* iocbs accepted by io_submit */
+	/* the engine (aio or uring); the counters below are the same for both */
+	const char *engine;      /* its name, set when it starts */
+	uint64_t submits;        /* io_submit (io_uring_enter) calls that submitted something */
+	uint64_t iocbs;          /* requests (iocbs, ring entries) they carried */
 	uint64_t completions;
 	uint64_t errors;         /* completions with a negative result */
-	uint64_t eagain;         /* io_submit EAGAIN retries */
+	uint64_t eagain;         /* submissions retried for want of kernel resources */
 	uint64_t short_io;       /* short transfers resubmitted */
 	uint64_t in_flight, in_flight_peak;
 	uint64_t queued, queued_peak; /* waiting for a free queue slot */
+	/* uring engine only */
+	uint64_t ur_rings, ur_sq_entries, ur_cq_entries;
+	uint64_t ur_registered_bytes;  /* fixed buffers, summed over the rings */
+	uint64_t ur_fixed_buffer_ios;  /* reads and writes on registered buffers */
+	uint64_t ur_other_buffer_ios;  /* reads and writes on other memory */
+	uint64_t ur_fixed_file_ios;    /* requests on the registered descriptor */
 	/* arena */
 	uint64_t arena_size, arena_in_use, arena_peak, arena_waits, arena_allocs;
 	uint64_t arena_rx;         /* of in_use: FUSE receive buffers */

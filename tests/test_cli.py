@@ -19,7 +19,7 @@ KAIOFS_MAN = os.path.join(MAN_DIR, "kaiofs.8")
 KAIOFS_STAT_MAN = os.path.join(MAN_DIR, "kaiofs-stat.8")
 
 WATCH_COLUMNS = ["time", "r/s", "w/s", "rMiB/s", "wMiB/s", "iocb/sub", "inflight",
-                 "p50_us", "p99_us"]
+                 "p50_us", "p99_us", "engine"]
 
 
 def run(argv, timeout=30, **kwargs):
@@ -94,6 +94,7 @@ def test_help_lists_every_option_with_its_default(kaiofs_bin):
         "queue_depth=N": r"default 128\b",
         "reapers=N": r"default 1\b",
         "io=direct|cached": r"direct I/O \(default\).*page\s+cache",
+        "engine=aio|uring": r"kernel AIO \(default\).*io_uring",
     }
     for key, pattern in expected.items():
         assert key in entries, "--help does not list -o %s:\n%s" % (key, section)
@@ -173,8 +174,8 @@ def parse_watch(stdout):
         fields = line.split()
         assert len(fields) == len(WATCH_COLUMNS), "malformed line %r" % line
         assert re.fullmatch(r"\d\d:\d\d:\d\d", fields[0]), line
-        row = {"time": fields[0]}
-        for name, value in zip(WATCH_COLUMNS[1:], fields[1:]):
+        row = {"time": fields[0], "engine": fields[-1]}
+        for name, value in zip(WATCH_COLUMNS[1:-1], fields[1:-1]):
             row[name] = None if value == "-" else float(value)
         rows.append(row)
     return rows
