@@ -24,6 +24,7 @@
 #include "rx.h"
 #include "stats.h"
 #include "statsrv.h"
+#include "util.h"
 #include "workq.h"
 
 #define MAX_WRITE (1u << 20)
@@ -138,10 +139,23 @@ static size_t io_unit(const struct device *dev)
 	return dev->logical_block > 4096 ? dev->logical_block : 4096;
 }
 
+/* Memory an io_uring ring of `depth` entries counts against the memlock
+ * limit of a process without CAP_IPC_LOCK (recent kernels count the rings
+ * too): its entries (64 bytes), their index (4) and twice as many
+ * completions (16 each), rounded up to a power of two, and the headers. */
+static uint64_t uring_ring_bytes(unsigned depth)
+{
+	uint64_t n = 1;
+
+	while (n < depth)
+		n <<= 1;
+	return round_up(n * (64 + 4 + 2 * 16) + 2 * 4096, 4096);
+}
+
 /* The largest arena the memlock limit lets an unprivileged user lock, in
- * whole MiB, if that is below the default and not below the minimum. Each
- * io_uring ring registers the whole arena, and that counts against the
- * same limit once per ring. */
+ * whole MiB, if that is below the default and not below the minimum. With
+ * io_uring each ring registers the whole arena, and that counts against the
+ * same limit once per ring, beside the rings themselves. */
 static uint64_t arena_within_memlock(const struct options *o)
 {
 	struct rlimit rl;
@@ -149,7 +163,12 @@ static uint64_t arena_within_memlock(const struct options *o)
 
 	if (getrlimit(RLIMIT_MEMLOCK, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY)
 		return 0;
-	fit = o->engine == ENGINE_URING ? rl.rlim_cur / o->reapers : rl.rlim_cur;
+	fit = rl.rlim_cur;
+	if (o->engine == ENGINE_URING) {
+		uint64_t rings = o->reapers * uring_ring_bytes(o->queue_depth);
+
+		fit = fit > rings ? (fit - rings) / o->reapers : 0;
+	}
 	if (fit >= DEFAULT_ARENA || fit < MIN_ARENA)
 		return 0;
 	return fit >> 20 << 20;

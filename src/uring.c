@@ -196,6 +196,8 @@ static int uring_open(const struct engine_config *cfg, unsigned idx, int efd, vo
 	*out = k;
 	return 0;
 fail:
+	if (k->fixed_len)
+		io_uring_unregister_buffers(&k->ring);
 	io_uring_queue_exit(&k->ring);
 	free(k);
 	return r;
@@ -207,7 +209,13 @@ static void uring_close(void *ctx)
 
 	STAT_SUB(ur_rings, 1);
 	STAT_SUB(ur_registered_bytes, k->fixed_len);
-	/* closing the ring drops its registrations (and the arena's pins) */
+	/* The kernel tears a closed ring down in the background: drop the
+	 * registrations first, so that the device file (and its lock) and the
+	 * arena's pages are let go before this returns, not after the exit. */
+	if (k->fixed_fd >= 0)
+		io_uring_unregister_files(&k->ring);
+	if (k->fixed_len)
+		io_uring_unregister_buffers(&k->ring);
 	io_uring_queue_exit(&k->ring);
 	free(k);
 }

@@ -247,6 +247,17 @@ def device(request, make_device):
     return make_device(request.param)
 
 
+# The I/O engines of -o engine=: a test that takes the `engine` fixture runs
+# once with each.
+ENGINES = ("aio", "uring")
+
+
+@pytest.fixture(params=ENGINES)
+def engine(request):
+    """The engine option of the mounts of a test, as "engine=NAME"."""
+    return "engine=" + request.param
+
+
 @pytest.fixture
 def file_device(make_device):
     return make_device("file")

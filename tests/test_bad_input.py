@@ -198,6 +198,9 @@ def test_mountpoint_already_kaiofs(kaiofs_bin, setup, mounter):
     ("poll_us=-1", r"poll_us=-1.*0 to 1000"),
     ("poll_us=1001", r"poll_us"),
     ("poll_us=abc", r"poll_us"),
+    ("engine=foo", r"engine=foo: want aio or uring"),
+    ("engine=", r"engine=: want aio or uring"),
+    ("engine=uring,queue_depth=32769", r"queue_depth=32769.*io_uring.*at most 32768"),
     ("bogus_option=1", r"bogus_option"),
 ])
 def test_bad_option_value(kaiofs_bin, setup, opt, pattern):
@@ -292,6 +295,93 @@ def test_default_arena_with_memlock_limit_below_minimum(kaiofs_bin, setup):
     _require_memlock_env(prefix, 2048)
     res = _run(prefix + [kaiofs_bin, "-f", "-o", "raw", setup.image, setup.mnt], setup.mnt)
     assert_refused(res, r"RLIMIT_MEMLOCK.*-o arena", setup)
+
+
+# --------------------------------------------------------------------------
+# io_uring refused by the system: one line, and never the other engine
+
+
+def test_uring_registration_beyond_memlock_limit(kaiofs_bin, setup):
+    """Without CAP_IPC_LOCK each ring's registration of the arena counts
+    against the memlock limit: two rings of a 4 MiB arena need more than
+    8 MiB (Debian's default limit; the rings count too)."""
+    prefix = _memlock_prefix(8 * 1024)
+    _require_memlock_env(prefix, 8 * 1024)
+    argv = [kaiofs_bin, "-f", "-o", "raw,engine=uring,arena=4M,reapers=2", setup.image,
+            setup.mnt]
+    res = _run(prefix + argv, setup.mnt)
+    assert_refused(res, r"registering the 4 MiB arena with io_uring ring 2 of 2 is beyond "
+                   r"the memlock limit \(ulimit -l: 8192 KiB", setup)
+
+
+def test_uring_default_arena_fits_the_memlock_limit(setup, mounter, kaiofs_stat_bin):
+    """Without arena=, the arena an unprivileged process gets leaves room in
+    its memlock limit for the ring and the ring's registration of the arena:
+    7 MiB of Debian's default 8 MiB."""
+    _require_real_mlock()
+    prefix = _memlock_prefix(8 * 1024)
+    _require_memlock_env(prefix, 8 * 1024)
+    m = mounter.mount(setup.image, options=("raw", "engine=uring"), mountpoint=setup.mnt,
+                      prefix=prefix)
+    stats = kh.get_stats(kaiofs_stat_bin, m.mountpoint)
+    assert stats["engine"] == "uring", stats
+    assert stats["arena"]["size"] == 7 * kh.MiB, stats["arena"]
+    assert stats["uring"]["rings"] == 1, stats["uring"]
+    assert stats["uring"]["registered_bytes"] == 7 * kh.MiB, stats["uring"]
+    data = os.urandom(3 * kh.MiB)
+    with open(m.file, "r+b", buffering=0) as f:
+        f.write(data)
+        f.seek(0)
+        assert f.read(len(data)) == data
+    assert m.stop() == 0, m.stderr
+    assert kh.read_file(setup.image, 0, len(data)) == data
+
+
+def test_uring_ring_beyond_memlock_limit(kaiofs_bin, setup):
+    """The rings count against the memlock limit too (on kernels that count
+    them): 32768 entries take about 3 MiB."""
+    prefix = _memlock_prefix(2048)
+    _require_memlock_env(prefix, 2048)
+    res = _run(prefix + [kaiofs_bin, "-f", "-o", "raw,engine=uring,queue_depth=32768",
+                         setup.image, setup.mnt], setup.mnt)
+    assert_refused(res, r"an io_uring ring of queue_depth=32768 entries is beyond the memlock "
+                   r"limit \(ulimit -l: 2048 KiB\)", setup)
+
+
+IO_URING_DISABLED = "/proc/sys/kernel/io_uring_disabled"
+
+
+def test_io_uring_disabled_by_sysctl(kaiofs_bin, setup, mounter):
+    """kernel.io_uring_disabled=1 allows io_uring only to CAP_SYS_ADMIN (or
+    the kernel.io_uring_group): a kaiofs without that capability is refused
+    with one line naming the sysctl, and never runs the aio engine instead.
+    The sysctl is set only while that kaiofs starts, and restored whatever
+    happens: root processes elsewhere keep io_uring meanwhile."""
+    if not os.path.exists(IO_URING_DISABLED):
+        pytest.skip("this kernel has no kernel.io_uring_disabled sysctl (Linux 6.6 on)")
+    prefix = ["setpriv", "--inh-caps=-sys_admin", "--bounding-set=-sys_admin", "--"]
+    probe = subprocess.run(prefix + ["grep", "^CapEff", "/proc/self/status"],
+                           capture_output=True, text=True, timeout=30)
+    assert probe.returncode == 0, probe.stderr
+    assert not int(probe.stdout.split()[1], 16) & (1 << 21), probe.stdout
+    with open(IO_URING_DISABLED) as f:
+        saved = f.read().strip()
+    try:
+        with open(IO_URING_DISABLED, "w") as f:
+            f.write("1")
+        res = _run(prefix + [kaiofs_bin, "-f", "-o", "raw,engine=uring", setup.image,
+                             setup.mnt], setup.mnt)
+    finally:
+        with open(IO_URING_DISABLED, "w") as f:
+            f.write(saved)
+    with open(IO_URING_DISABLED) as f:
+        assert f.read().strip() == saved
+    assert_refused(res, r"io_uring is disabled for this process \(kernel\.io_uring_disabled=1"
+                   r".*use -o engine=aio", setup)
+    if saved == "0":
+        # with the sysctl back, the same mount works
+        m = mounter.mount(setup.image, options=("raw", "engine=uring"), mountpoint=setup.mnt)
+        assert m.stop() == 0, m.stderr
 
 
 # --------------------------------------------------------------------------

@@ -49,10 +49,11 @@ class FaultRig:
     """Starts faultdev devices for one test. Cleanup goes from the top down:
     kaiofs mounts, loop devices, then faultdev."""
 
-    def __init__(self, binary, workdir, mounter):
+    def __init__(self, binary, workdir, mounter, engine):
         self.binary = binary
         self.workdir = workdir
         self.mounter = mounter
+        self.engine = engine    # "engine=NAME", given to every kaiofs mount
         self.devices = []
         self.loops = []
 
@@ -76,7 +77,7 @@ class FaultRig:
         return loop
 
     def kaiofs(self, target, options=()):
-        return self.mounter.mount(target, options=options)
+        return self.mounter.mount(target, options=tuple(options) + (self.engine,))
 
     def cleanup(self):
         problems = self.mounter.cleanup()
@@ -91,12 +92,13 @@ class FaultRig:
 
 
 @pytest.fixture
-def rig(kaiofs_bin, workdir, mounter):
+def rig(kaiofs_bin, workdir, mounter, engine):
+    """Every test of this file runs with each engine."""
     binary = fds.faultdev_binary(kaiofs_bin)
     if not os.access(binary, os.X_OK):
         pytest.fail("%s is missing (it is built with kaiofs; set FAULTDEV_BIN)" % binary,
                     pytrace=False)
-    r = FaultRig(binary, workdir, mounter)
+    r = FaultRig(binary, workdir, mounter, engine)
     yield r
     problems = r.cleanup()
     if problems:

@@ -336,13 +336,13 @@ REGRESSION_SEEDS = [1966951827]
 @pytest.mark.parametrize("nops", [pytest.param(20000, id="20k"),
                                   pytest.param(100000, id="100k", marks=pytest.mark.slow)]
                          + [pytest.param((s, 5000), id="seed%d" % s) for s in REGRESSION_SEEDS])
-def test_random_operations_against_model(volumes, workdir, seed, rng, nops):
+def test_random_operations_against_model(volumes, workdir, seed, rng, nops, engine):
     if isinstance(nops, tuple):
         seed, nops = nops
         rng = random.Random(seed)
     print("seed", seed)
     dev = volumes.make("ext4", size=128 * MiB)
-    m = volumes.mount(dev)
+    m = volumes.mount(dev, options=(engine,))
     ops = RandomOps(m.mountpoint, rng)
     ops.stderr = lambda: m.stderr
     try:
@@ -356,7 +356,7 @@ def test_random_operations_against_model(volumes, workdir, seed, rng, nops):
     verify_files(m.mountpoint, model, "kaiofs before unmount")
     stop_and_fsck(m, dev.path)
 
-    m = volumes.mount(dev)
+    m = volumes.mount(dev, options=(engine,))
     kaiofs_maps = {}
     verify_files(m.mountpoint, model, "kaiofs after remount", kaiofs_maps)
     stop_and_fsck(m, dev.path)
@@ -422,12 +422,12 @@ def fio_randwrite_args(filename, size_mib, extra):
     pytest.param(["--bsrange=512-128k"], 64, id="bsrange-64M"),
     pytest.param(["--bs=4k"], 64, id="bs4k-64M", marks=pytest.mark.slow),
 ])
-def test_fio_verify_holes_and_preallocated(volumes, workdir, fio_bin, bs, size_mib):
+def test_fio_verify_holes_and_preallocated(volumes, workdir, fio_bin, bs, size_mib, engine):
     dev = volumes.make("ext4", size=512 * MiB)
     cwd = os.path.join(workdir, "fio-cwd")
     os.mkdir(cwd)
     jobs = {"holes": bs + ["--fallocate=none"], "prealloc": bs + ["--fallocate=native"]}
-    m = volumes.mount(dev)
+    m = volumes.mount(dev, options=(engine,))
     for name, extra in jobs.items():
         path = os.path.join(m.mountpoint, name)
         kh.check_fio(kh.run_fio(fio_randwrite_args(path, size_mib, extra), cwd=cwd,
@@ -435,7 +435,7 @@ def test_fio_verify_holes_and_preallocated(volumes, workdir, fio_bin, bs, size_m
         assert os.stat(path).st_size == size_mib * MiB
     stop_and_fsck(m, dev.path)
 
-    m = volumes.mount(dev)
+    m = volumes.mount(dev, options=(engine,))
     for name, extra in jobs.items():
         path = os.path.join(m.mountpoint, name)
         kh.check_fio(kh.run_fio(fio_randwrite_args(path, size_mib, extra) + ["--verify_only"],

@@ -43,10 +43,11 @@ def run_randops(randops_bin, path, seed, nops, access, mapped, good, timeout):
     return argv + [path], r
 
 
-def check_randops(volumes, workdir, randops_bin, seed, volume, bs, io, access, nops):
+def check_randops(volumes, workdir, randops_bin, seed, volume, bs, io, access, nops,
+                  engine="engine=aio"):
     fstype, args = VOLUMES[volume]
     dev = volumes.make(fstype, size=128 * MiB, args=args + ["-b", str(bs)])
-    m = volumes.mount(dev, options=["io=" + io], watchdog=3600)
+    m = volumes.mount(dev, options=["io=" + io, engine], watchdog=3600)
     good = os.path.join(workdir, "good")
     path = os.path.join(m.mountpoint, "f")
     mapped = io == "cached" or kh.kernel_maps_direct_io_files()
@@ -82,6 +83,19 @@ def case_id(c):
 @pytest.mark.parametrize("volume,bs,io,access", CASES, ids=[case_id(c) for c in CASES])
 def test_randops(volumes, workdir, randops_bin, seed, volume, bs, io, access):
     check_randops(volumes, workdir, randops_bin, seed, volume, bs, io, access, 3000)
+
+
+# The io_uring engine on a subset: every volume kind, both block sizes, both
+# I/O modes and both kinds of access once.
+URING_CASES = [("ext4", 4096, "direct", "aio"), ("ext4", 1024, "cached", "buffered"),
+               ("ext3", 4096, "cached", "aio"), ("ext2", 1024, "direct", "buffered"),
+               ("ext4-noextent", 4096, "direct", "aio")]
+
+
+@pytest.mark.parametrize("volume,bs,io,access", URING_CASES, ids=[case_id(c) for c in URING_CASES])
+def test_randops_uring(volumes, workdir, randops_bin, seed, volume, bs, io, access):
+    check_randops(volumes, workdir, randops_bin, seed, volume, bs, io, access, 4000,
+                  engine="engine=uring")
 
 
 @pytest.mark.slow

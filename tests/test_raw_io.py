@@ -112,9 +112,9 @@ def _check_image(device, model, what="image after unmount"):
     kh.assert_same_data(device.read_all(), model, what)
 
 
-def test_random_io_against_model(device, mounter, seed):
+def test_random_io_against_model(device, mounter, seed, engine):
     model = bytearray(device.read_all())
-    m = mounter.mount(device)
+    m = mounter.mount(device, options=("raw", engine))
     assert os.listdir(m.mountpoint) == [device.name]
     assert os.stat(m.file).st_size == device.size
 
@@ -179,9 +179,9 @@ def _fio_jobs(kind, filename):
 @pytest.mark.parametrize("kind", ["libaio",
                                   pytest.param("psync-8jobs", marks=pytest.mark.slow),
                                   pytest.param("psync-bsrange", marks=pytest.mark.slow)])
-def test_fio_verify(device, mounter, fio_bin, kind):
+def test_fio_verify(device, mounter, fio_bin, kind, engine):
     before = device.read_all()
-    m = mounter.mount(device)
+    m = mounter.mount(device, options=("raw", engine))
     r = kh.run_fio(_fio_jobs(kind, m.file), cwd=m.logdir)
     out = kh.check_fio(r, "fio %s on the kaiofs file" % kind)
     assert re.search(r"(?m)^\s*WRITE: bw=", out), out[-3000:]
@@ -725,6 +725,53 @@ def test_stats_under_fio(file_device, mounter, kaiofs_stat_bin, fio_bin):
     kh.check_fio(r, "fio --verify_only on the image after unmount")
 
 
+ENGINE_KEYS = {"engine", "submits", "iocbs", "iocbs_per_submit", "completions", "errors",
+               "eagain", "short_io", "in_flight", "in_flight_peak", "queued", "queued_peak"}
+
+
+def test_stats_name_the_engine(file_device, mounter, kaiofs_stat_bin, fio_bin, engine):
+    """The statistics say which engine runs, under the same keys for both;
+    with io_uring every read and write goes out from the registered arena
+    on the registered device, on each of the rings."""
+    name = engine.split("=", 1)[1]
+    m = mounter.mount(file_device, options=("raw", engine, "reapers=2"))
+    kh.check_fio(kh.run_fio(_fio_stats_job(m.file, "randrw", ["--io_size=8M"]), cwd=m.logdir),
+                 "fio randrw")
+    fd = os.open(m.file, os.O_RDWR)
+    try:
+        os.write(fd, b"x" * 4096)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    s = _wait_idle(kaiofs_stat_bin, m.mountpoint)
+    _check_stats_shape(s)
+    _check_stats_consistent(s, arena_size=64 * MiB)
+    assert s["engine"] == name and s["aio"]["engine"] == name, s["aio"]
+    assert set(s["aio"]) == ENGINE_KEYS, sorted(s["aio"])
+    aio = s["aio"]
+    assert aio["errors"] == 0 and aio["iocbs"] == aio["completions"] > 2000, aio
+    fsyncs = s["latency"]["device"]["fsync"]["count"]
+    assert fsyncs >= 1, s["latency"]["device"]["fsync"]
+    if name == "uring":
+        u = s["uring"]
+        assert u["rings"] == 2 and u["registered_bytes"] == 2 * 64 * MiB, u
+        assert u["sq_entries"] >= 128 and u["cq_entries"] >= u["sq_entries"], u
+        assert u["fixed_buffer_ios"] == aio["iocbs"] - fsyncs, (u, aio)
+        assert u["other_buffer_ios"] == 0 and u["fixed_file_ios"] == aio["iocbs"], (u, aio)
+    else:
+        assert "uring" not in s, s["uring"]
+    table = kh.run_stat(kaiofs_stat_bin, m.mountpoint, json_output=False).stdout
+    assert table.splitlines()[0] == "%s engine" % name, table
+    calls = "io_uring_enter" if name == "uring" else "io_submit calls"
+    assert re.search(r"(?m)^  %s +%d +iocbs" % (calls, aio["submits"]), table), table
+    r = subprocess.run([kaiofs_stat_bin, "--watch", "0.05", "--count", "1", m.mountpoint],
+                       capture_output=True, text=True, timeout=tmo(20))
+    assert r.returncode == 0, r.stderr
+    header, line = r.stdout.splitlines()
+    assert header.split()[-1] == "engine" and line.split()[-1] == name, r.stdout
+    assert m.stop() == 0, m.stderr
+
+
 def test_queue_depth_and_arena_options_in_stats(file_device, mounter, kaiofs_stat_bin,
                                                 fio_bin):
     before = kh.sha256_file(file_device.backing)
@@ -833,12 +880,14 @@ def test_large_single_requests(device, mounter):
     kh.assert_same_data(device.read_all(), model, "image after unmount")
 
 
-def test_large_aligned_writes_go_out_from_their_receive_buffer(device, mounter, kaiofs_stat_bin):
+def test_large_aligned_writes_go_out_from_their_receive_buffer(device, mounter, kaiofs_stat_bin,
+                                                               engine):
     """Whole-block writes of 64 KiB and more are written from the buffer the
     kernel delivered them in; smaller or unaligned ones are copied. Both land
     byte for byte, also next to each other and while other writes reuse the
-    receive buffers."""
-    m = mounter.mount(device)
+    receive buffers. The receive buffers are arena memory: with io_uring
+    they are registered buffers too."""
+    m = mounter.mount(device, options=("raw", engine))
     expect = bytearray(device.read_all())
     rng = random.Random(11)
     fd = os.open(m.file, os.O_RDWR | os.O_DIRECT)
@@ -862,5 +911,9 @@ def test_large_aligned_writes_go_out_from_their_receive_buffer(device, mounter, 
         expect[8 * MiB + 7:9 * MiB] = data
     assert kh.get_stats(kaiofs_stat_bin, m.mountpoint)["fuse"]["writes_in_place"] == after
     kh.assert_same_data(kh.read_file(m.file), bytes(expect), "raw file")
+    s = kh.get_stats(kaiofs_stat_bin, m.mountpoint)
+    if engine == "engine=uring":
+        assert s["uring"]["other_buffer_ios"] == 0, s["uring"]
+        assert s["uring"]["fixed_buffer_ios"] == s["aio"]["iocbs"], (s["uring"], s["aio"])
     assert m.stop() == 0, m.stderr
     kh.assert_same_data(device.read_all(), bytes(expect), "device after unmount")
