@@ -27,20 +27,21 @@ bench_log() { printf '==> %s\n' "$*" >&2; }
 bench_die() { printf '%s: %s\n' "${0##*/}" "$*" >&2; exit 1; }
 
 # bench_check_systems SYSTEM...: each is one of raw ext4 fuse2fs kaiofs
-# fusenull, and what it needs is installed or built ($KAIOFS, $KAIOFS_STAT
-# for kaiofs; $FUSE_NULL for fusenull).
+# (its aio engine) kaiofs-uring (its io_uring engine) fusenull, and what it
+# needs is installed or built ($KAIOFS, $KAIOFS_STAT for kaiofs; $FUSE_NULL
+# for fusenull).
 bench_check_systems() {
     local s f
     for s in "$@"; do
         case $s in
             raw | ext4) ;;
             fuse2fs) command -v fuse2fs >/dev/null || bench_die "fuse2fs not installed (apt-get install fuse2fs)" ;;
-            kaiofs)
+            kaiofs | kaiofs-uring)
                 for f in "$KAIOFS" "$KAIOFS_STAT"; do
                     [ -x "$f" ] || bench_die "missing $f (build first: tests/run build)"
                 done ;;
             fusenull) [ -x "${FUSE_NULL:-}" ] || bench_die "missing ${FUSE_NULL:-fuse-null} (build first: tests/run build)" ;;
-            *) bench_die "unknown system '$s' (raw ext4 fuse2fs kaiofs fusenull)" ;;
+            *) bench_die "unknown system '$s' (raw ext4 fuse2fs kaiofs kaiofs-uring fusenull)" ;;
         esac
     done
 }

@@ -34,11 +34,13 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import fs_compare  # noqa: E402  (names, create, check_listing, load_json, parse_size)
 
-SYSTEMS = ("kaiofs", "raw", "ext4", "fuse2fs", "fusenull")
-TITLES = {"kaiofs": "kaiofs", "raw": "raw device", "ext4": "kernel ext4", "fuse2fs": "fuse2fs",
-          "fusenull": "fuse-null"}
+# kaiofs is kaiofs with its default engine (aio), kaiofs-uring with -o engine=uring.
+SYSTEMS = ("kaiofs", "kaiofs-uring", "raw", "ext4", "fuse2fs", "fusenull")
+TITLES = {"kaiofs": "kaiofs aio", "kaiofs-uring": "kaiofs uring", "raw": "raw device",
+          "ext4": "kernel ext4", "fuse2fs": "fuse2fs", "fusenull": "fuse-null"}
 STYLE = {
     "kaiofs": dict(color="tab:red", linewidth=2.4, marker="o", zorder=4),
+    "kaiofs-uring": dict(color="tab:purple", linewidth=2.4, marker="D", zorder=5),
     "raw": dict(color="black", linewidth=1.4, linestyle="--", marker="s", zorder=3),
     "ext4": dict(color="tab:blue", linewidth=1.4, marker="^", zorder=2),
     "fuse2fs": dict(color="tab:orange", linewidth=1.4, marker="v", zorder=1),
@@ -63,7 +65,7 @@ TARGETS = (
 CSV_FIELDS = ("phase", "system", "workload", "rw", "bs", "iodepth", "jobs", "iops", "mb_s",
               "p50_us", "p99_us", "entries", "busy_cpus", "cpu_us_op", "cs_op", "status")
 # The systems of the target table, and those whose value kaiofs is compared with.
-TARGET_SYSTEMS = ("kaiofs", "raw", "ext4", "fuse2fs", "fusenull")
+TARGET_SYSTEMS = ("kaiofs", "kaiofs-uring", "raw", "ext4", "fuse2fs", "fusenull")
 COMPARED = ("raw", "ext4", "fuse2fs")
 
 
@@ -333,7 +335,8 @@ def cost_lines(rows, n_meta):
     when the CPUs are the limit."""
     have = [s for s in TARGET_SYSTEMS if any(r["system"] == s for r in rows)]
     table = [["workload", ""] + ["%s us" % TITLES[s] for s in have]
-             + ["kaiofs cs", "kaiofs CPUs", "raw/kaiofs us", "raw/(null+raw) us", ""]]
+             + ["aio cs", "uring cs", "aio CPUs", "uring CPUs", "raw/aio us", "raw/uring us",
+                "raw/(null+raw) us", ""]]
     for label, unit, (kind, name), _ in TARGETS:
         label = label % {"n": n_meta}
         got = {s: target_row(rows, s, kind, name) for s in have}
@@ -343,31 +346,100 @@ def cost_lines(rows, n_meta):
             r = got.get(s)
             return f % r[key] if r is not None and r.get(key) is not None else "-"
 
-        cpu_ratio = fuse_plus_raw = "-"
-        if us.get("raw") and us.get("kaiofs"):
-            cpu_ratio = fmt(us["raw"] / us["kaiofs"], "ratio")
+        def raw_over(s):
+            return fmt(us["raw"] / us[s], "ratio") if us.get("raw") and us.get(s) else "-"
+
+        fuse_plus_raw = "-"
         if us.get("raw") and us.get("fusenull"):
             fuse_plus_raw = fmt(us["raw"] / (us["fusenull"] + us["raw"]), "ratio")
         table.append([label, ""] + [cell(s, "cpu_us_op") for s in have]
-                     + [cell("kaiofs", "cs_op", "%.2f"), cell("kaiofs", "busy_cpus", "%.2f"),
-                        cpu_ratio, fuse_plus_raw, ""])
+                     + [cell("kaiofs", "cs_op", "%.2f"), cell("kaiofs-uring", "cs_op", "%.2f"),
+                        cell("kaiofs", "busy_cpus", "%.2f"),
+                        cell("kaiofs-uring", "busy_cpus", "%.2f"),
+                        raw_over("kaiofs"), raw_over("kaiofs-uring"), fuse_plus_raw, ""])
     lines = [
         "Where the time goes: busy CPU time of the whole machine per operation (one fio I/O,"
         " or one create, stat or unlink; us, all CPUs together, fio and the loop device"
         " included); the machine's context switches per operation and CPUs busy on average"
-        " while kaiofs ran.",
-        "raw/kaiofs us: kaiofs's ratio to the raw device where the CPUs are the limit."
+        " while kaiofs ran with each engine.",
+        "raw/aio us, raw/uring us: kaiofs's ratio to the raw device where the CPUs are the"
+        " limit, with each engine."
         " raw/(null+raw) us: the same for a filesystem whose every I/O costs a FUSE round trip"
         " (fuse-null: the same job served from memory) plus a raw device I/O and nothing else.",
         ""]
     return lines + table_lines(table)
 
 
+def engine_lines(rows, n_meta):
+    """The two engines side by side on the target rows: io_uring should be
+    at least equal to aio on every row, and cheaper in CPU time per MiB on
+    1 MiB I/O (one operation is one MiB there)."""
+    table = [["workload", "unit", "aio", "uring", "uring/aio", "aio us/op", "uring us/op",
+              "uring/aio us", "target", "result"]]
+    met = total = 0
+    for label, unit, (kind, name), _ in TARGETS:
+        label = label % {"n": n_meta}
+        a, u = (target_row(rows, s, kind, name) for s in ("kaiofs", "kaiofs-uring"))
+        va, vu = value_of(a, unit), value_of(u, unit)
+        ca, cu = ((r or {}).get("cpu_us_op") for r in (a, u))
+        ratio = vu / va if not isinstance(va, str) and not isinstance(vu, str) and va else None
+        cpu = cu / ca if ca and cu else None
+        wants, result = [">= 1 x aio"], []
+        checks = [ratio is not None and ratio >= 1.0]
+        if kind == "fio" and name.endswith("1M"):
+            wants.append("less CPU per MiB")
+            checks.append(cpu is not None and cpu < 1.0)
+        for ok in checks:
+            total += 1
+            met += ok
+            result.append("PASS" if ok else "MISS")
+        table.append([label, unit, fmt(va, unit), fmt(vu, unit),
+                      fmt(ratio, "ratio") if ratio is not None else "-",
+                      "%.1f" % ca if ca else "-", "%.1f" % cu if cu else "-",
+                      fmt(cpu, "ratio") if cpu is not None else "-",
+                      ", ".join(wants), " ".join(result)])
+    lines = ["The engines side by side: kaiofs -o engine=aio and -o engine=uring on the same"
+             " jobs (us/op: busy CPU time of the whole machine per operation; on the 1 MiB rows"
+             " per MiB).", ""]
+    lines += table_lines(table)
+    lines.append("%d of %d engine targets met." % (met, total))
+    return lines
+
+
+def check_targets(label, vals, k, checks):
+    """The targets of one row for the value k: (ratios to COMPARED, what is
+    wanted, one PASS/MISS/n/a per check, the misses)."""
+    def ratio(other):
+        o = vals[other]
+        if isinstance(k, str) or isinstance(o, str) or not o:
+            return "-"
+        return k / o
+
+    ratios = {s: ratio(s) for s in COMPARED}
+    wants, result, misses = [], [], []
+    for other, factor in checks:
+        if other == "abs":
+            wants.append("%gk/s" % (factor / 1000))
+            got = k
+        else:
+            wants.append("%g x %s" % (factor, other))
+            got = ratios[other]
+        if isinstance(got, str):
+            result.append("n/a")
+        elif got >= factor:
+            result.append("PASS")
+        else:
+            misses.append("%s %.0f/s < %.0f/s" % (label, got, factor) if other == "abs"
+                          else "%s: %.2f x %s < %g" % (label, got, other, factor))
+            result.append("MISS")
+    return ratios, wants, result, misses
+
+
 def cmd_targets(out):
     rows = [r for r in rows_of(load_points(out)) if r["phase"] == "targets"]
     n_meta = next((r["entries"] for r in rows if r["workload"] == "meta"), "N")
     table = [["workload", "unit"] + [TITLES[s] for s in TARGET_SYSTEMS]
-             + ["k/" + s for s in COMPARED] + ["target: kaiofs >=", "result"]]
+             + ["k/" + s for s in COMPARED] + ["target: kaiofs >=", "result aio", "uring"]]
     met = total = 0
     misses = []
     for label, unit, (kind, name), checks in TARGETS:
@@ -375,49 +447,33 @@ def cmd_targets(out):
         vals = {s: value_of(target_row(rows, s, kind, name), unit) for s in TARGET_SYSTEMS}
         if kind != "fio":
             vals["raw"] = "n/a"
-        k = vals["kaiofs"]
-
-        def ratio(other):
-            o = vals[other]
-            if isinstance(k, str) or isinstance(o, str) or not o:
-                return "-"
-            return k / o
-
-        ratios = {s: ratio(s) for s in COMPARED}
-        wants, result = [], []
-        for other, factor in checks:
-            if other == "abs":
-                wants.append("%gk/s" % (factor / 1000))
-                got = k
-            else:
-                wants.append("%g x %s" % (factor, other))
-                got = ratios[other]
-            if isinstance(got, str):
-                result.append("n/a")
-                continue
-            total += 1
-            if got >= factor:
-                met += 1
-                result.append("PASS")
-            else:
-                miss = ("%s %.0f/s < %.0f/s" % (label, got, factor) if other == "abs"
-                        else "%s: %.2f x %s < %g" % (label, got, other, factor))
-                misses.append(miss)
-                result.append("MISS")
+        results = {}
+        for sys_ in ("kaiofs", "kaiofs-uring"):
+            ratios_s, wants, results[sys_], miss = check_targets(label, vals, vals[sys_], checks)
+            if sys_ == "kaiofs":
+                ratios = ratios_s
+            total += sum(r != "n/a" for r in results[sys_])
+            met += results[sys_].count("PASS")
+            misses += ["%s: %s" % (TITLES[sys_], m) for m in miss]
         table.append([label, unit] + [fmt(vals[s], unit) for s in TARGET_SYSTEMS]
                      + [fmt(ratios[s], "ratio") for s in COMPARED]
-                     + [", ".join(wants), " ".join(result)])
+                     + [", ".join(wants), " ".join(results["kaiofs"]),
+                        " ".join(results["kaiofs-uring"])])
     lines = ["Issue 4 targets: kaiofs against the raw device, the kernel's ext4 and fuse2fs"]
     lines += read_header(out)
     lines.append("")
     lines += table_lines(table)
     lines.append("")
-    lines.append("k/X = kaiofs's value divided by X's; the result column has one word per"
-                 " target in the order of the target column.")
+    lines.append("k/X = kaiofs aio's value divided by X's; the result columns (kaiofs with the"
+                 " aio and with the uring engine) have one word per target in the order of the"
+                 " target column.")
     lines.append("%d of %d targets met" % (met, total) + (":" if misses else "."))
     lines += ["  MISS " + m for m in misses]
     lines.append("")
     lines += cost_lines(rows, n_meta)
+    if any(r["system"] == "kaiofs-uring" for r in rows):
+        lines.append("")
+        lines += engine_lines(rows, n_meta)
     text = "\n".join(lines) + "\n"
     sys.stdout.write(text)
     with open(os.path.join(out, "targets.txt"), "w") as f:
@@ -443,30 +499,59 @@ def fio_key(r):
     return (r["rw"], bs_bytes(r["bs"]), int(r["iodepth"]), int(r["jobs"]))
 
 
+def sweep_row_of(rows, s, key):
+    return next((r for r in rows if r["system"] == s and fio_key(r) == key), None)
+
+
+def ratio_cell(a, b):
+    ok = not isinstance(a, str) and not isinstance(b, str) and a is not None and b
+    return fmt(a / b, "ratio") if ok else "-"
+
+
 def sweep_table(rows):
     points = sorted({fio_key(r) for r in rows})
     have = [s for s in SYSTEMS if any(r["system"] == s for r in rows)]
-    others = [s for s in have if s != "kaiofs"] if "kaiofs" in have else []
+    others = ([s for s in have if s not in ("kaiofs", "kaiofs-uring")]
+              if "kaiofs" in have else [])
+    engines = "kaiofs" in have and "kaiofs-uring" in have
     table = [["rw bs qd jobs", "unit"] + [TITLES[s] for s in have]
-             + ["k/" + s for s in others] + (["kaiofs p50/p99 us"] if others else [""])]
-    for rw, bsb, qd, jobs in points:
+             + ["k/" + s for s in others] + (["uring/aio"] if engines else [])
+             + (["kaiofs p50/p99 us"] if others else [""])]
+    for key in points:
+        rw, bsb, qd, jobs = key
         unit = "MB/s" if bsb >= 65536 else "IOPS"
-        bs = bs_label(bsb)
         vals = {}
         lat = "-"
         for s in have:
-            r = next((r for r in rows if r["system"] == s and fio_key(r) == (rw, bsb, qd, jobs)),
-                     None)
+            r = sweep_row_of(rows, s, key)
             vals[s] = value_of(r, unit)
             if s == "kaiofs" and r is not None and r.get("p50_us") is not None:
                 lat = "%.0f/%.0f" % (r["p50_us"], r["p99_us"])
-        ratios = []
-        for s in others:
-            k, o = vals.get("kaiofs"), vals[s]
-            ok = not isinstance(k, str) and not isinstance(o, str) and o
-            ratios.append(fmt(k / o, "ratio") if ok else "-")
-        table.append(["%s %s qd%d j%d" % (rw, bs, qd, jobs), unit]
+        ratios = [ratio_cell(vals.get("kaiofs"), vals[s]) for s in others]
+        if engines:
+            ratios.append(ratio_cell(vals["kaiofs-uring"], vals["kaiofs"]))
+        table.append(["%s %s qd%d j%d" % (rw, bs_label(bsb), qd, jobs), unit]
                      + [fmt(vals[s], unit) for s in have] + ratios + [lat if others else ""])
+    return table_lines(table)
+
+
+def sweep_cpu_table(rows):
+    """Busy CPU time of the whole machine per operation at each sweep point."""
+    points = sorted({fio_key(r) for r in rows})
+    have = [s for s in SYSTEMS if any(r["system"] == s for r in rows)]
+    engines = "kaiofs" in have and "kaiofs-uring" in have
+    table = [["rw bs qd jobs", ""] + ["%s us" % TITLES[s] for s in have]
+             + (["uring/aio us"] if engines else []) + [""]]
+    for key in points:
+        rw, bsb, qd, jobs = key
+        us = {}
+        for s in have:
+            r = sweep_row_of(rows, s, key)
+            us[s] = r.get("cpu_us_op") if r is not None and r["status"] == "ok" else None
+        table.append(["%s %s qd%d j%d" % (rw, bs_label(bsb), qd, jobs), ""]
+                     + ["%.1f" % us[s] if us[s] else "-" for s in have]
+                     + ([ratio_cell(us["kaiofs-uring"], us["kaiofs"])] if engines else [])
+                     + [""])
     return table_lines(table)
 
 
@@ -593,6 +678,23 @@ def charts(out, rows, subtitle):
     plt.close(fig)
     paths.append(path)
 
+    # CPU time per operation against block size, same points.
+    fig, axes = plt.subplots(1, len(rws), figsize=(5.5 * len(rws), 4.2), squeeze=False)
+    for j, rw in enumerate(rws):
+        ax = axes[0][j]
+        plot_lines(ax, [r for r in sweep if r.get("cpu_us_op")], lambda r: bs_bytes(r["bs"]),
+                   lambda r: r["cpu_us_op"],
+                   lambda r, rw=rw: r["rw"] == rw and int(r["iodepth"]) == qd_of_bs
+                   and int(r["jobs"]) == 1)
+        ax.set_title("%s, iodepth %d, 1 job" % (rw, qd_of_bs))
+        ax.set_xlabel("block size")
+        ax.set_ylabel("busy CPU us per I/O (whole machine)")
+        log2_axis(ax, sizes, [bs_label(b) for b in sizes])
+    path = os.path.join(out, "cpu_vs_bs.png")
+    finish(fig, path, "CPU time per I/O vs block size", subtitle)
+    plt.close(fig)
+    paths.append(path)
+
     # IOPS against numjobs, smallest block size, at the queue depth of the bs sweep.
     jobs = sorted({int(r["jobs"]) for r in sweep})
     if len(jobs) > 1:
@@ -646,6 +748,10 @@ def cmd_report(out):
     lines = ["Scaling sweeps (fio libaio direct=1, random offsets over the region/file)", ""]
     sweep = sweep_rows(rows)
     lines += sweep_table(sweep) if sweep else ["  (not measured)"]
+    if sweep:
+        lines += ["", "CPU time per operation (busy CPU time of the whole machine, us; fio and the"
+                  " loop device included):", ""]
+        lines += sweep_cpu_table(sweep)
     lines.append("")
     lines.append("Creates in one directory:")
     lines += dircreate_lines(rows) or ["  (not measured)"]

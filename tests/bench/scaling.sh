@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Issue 4 targets and a scaling study of kaiofs against the raw device, the
-# kernel's ext4 and fuse2fs, in one run on one RAM-backed loop device, with
-# fuse-null (tests/bench/fuse_null.c: FUSE with nothing behind it) as the
-# cost of the FUSE round trip alone. Run as root from anywhere in the
+# Issue 4 targets and a scaling study of kaiofs, with each of its engines
+# (kaiofs: -o engine=aio, kaiofs-uring: -o engine=uring), against the raw
+# device, the kernel's ext4 and fuse2fs, in one run on one RAM-backed loop
+# device, with fuse-null (tests/bench/fuse_null.c: FUSE with nothing behind
+# it) as the cost of the FUSE round trip alone. Run as root from anywhere in the
 # repository:
 #
 #   tests/bench/scaling.sh                        # about 25 min (RUNTIME=5)
@@ -29,7 +30,11 @@
 # context switches (/proc/stat before and after); the second table of
 # targets.txt gives them per operation, and for the fio rows the ratio to the
 # raw device that kaiofs's CPU time allows, and the one left to a filesystem
-# whose every I/O costs a fuse-null round trip plus a raw device I/O.
+# whose every I/O costs a fuse-null round trip plus a raw device I/O. A third
+# table puts the two engines side by side: each row's value and CPU time per
+# operation (per MiB on the 1 MiB rows) with aio and with io_uring, their
+# ratios, and whether io_uring is at least equal to aio (and cheaper in CPU
+# per MiB on 1 MiB I/O).
 #
 # Phase 2, the scaling study, on a fresh filesystem per system (a new file,
 # laid out as above). Three one-axis sweeps through a common centre point
@@ -38,22 +43,25 @@
 #   block size BS_LIST (4k 16k 64k 256k 1M) at iodepth BS_QD (32), 1 job
 #   numjobs JOBS_LIST (1 2 4) at JOBS_BS (4k), iodepth BS_QD per job
 # Points shared between sweeps run once: 34 fio points per system by default.
+# Each point records the machine's CPU time per operation too (scaling.csv,
+# and the CPU table of sweeps.txt).
 # Then creates of SCALE_FILES (100,000) empty files in one directory, timed
 # per SCALE_WINDOW (10,000); each system gets SCALE_LIMIT seconds (fuse2fs's
 # creates slow down as its directory grows) and the result records how far
 # it got.
 #
 # Time at the defaults: per system about 40 points x (RUNTIME + ~1 s start-up)
-# plus two 1 GiB writes, metadata, mkfs and e2fsck: 4-5 min, so 16-20 min for
-# the four systems, plus up to SCALE_LIMIT (180 s) for each filesystem's
-# creates: 20-30 min in all.
+# plus two 1 GiB writes, metadata, mkfs and e2fsck: 4-5 min, so 25-30 min for
+# the six systems, plus up to SCALE_LIMIT (180 s) for each filesystem's
+# creates: 30-45 min in all.
 #
 # Output: BENCH_OUT (default: a new /tmp/kaiofs-scaling.YYYYmmdd-HHMMSS) holds
 # points.tsv (one line per measurement), the fio JSON files, scaling.csv (one
 # row per fio job, per metadata phase and per create window: system,
 # workload, rw, bs, iodepth, jobs, IOPS, MB/s, p50 and p99 latency), the
-# PNG charts (IOPS vs iodepth, MB/s vs block size, IOPS vs jobs, create rate vs
-# directory size), targets.txt, sweeps.txt, notes.txt and the daemon logs.
+# PNG charts (IOPS vs iodepth, MB/s vs block size, CPU time per operation vs
+# block size, IOPS vs jobs, create rate vs directory size), targets.txt,
+# sweeps.txt, notes.txt and the daemon logs.
 # stdout: the target table first, then the sweep tables, then the paths.
 # Every FUSE mount and the kernel mount is followed by e2fsck -fn.
 #
@@ -71,15 +79,16 @@
 #                 bs 4k 64k 1M, jobs 1 2, 3000 metadata files, 10,000 creates
 #   SIZE          size of the RAM-backed device               (default: 3G)
 #   FILE_SIZE     fio file / raw region                        (default: 1G)
-#   SYSTEMS       systems of phase 1   (default: "raw ext4 fuse2fs fusenull kaiofs")
-#   SCALE_SYSTEMS systems of phase 2   (default: "raw ext4 fuse2fs kaiofs")
+#   SYSTEMS       systems of phase 1   (default: "raw ext4 fuse2fs fusenull kaiofs kaiofs-uring")
+#   SCALE_SYSTEMS systems of phase 2   (default: "raw fusenull kaiofs kaiofs-uring ext4 fuse2fs")
 #   PHASES        "targets scaling" (default), or just one of them
 #   QD_LIST, QD_SWEEP_BS, BS_LIST, BS_QD, JOBS_LIST, JOBS_BS, RWS   the sweeps
 #   META_FILES    files of the create/stat/unlink test         (default: 3000)
 #   DROP_CACHES   1: drop the kernel's caches before each metadata phase (default: 1)
 #   SCALE_FILES, SCALE_WINDOW, SCALE_LIMIT   creates in one directory
 #                                              (default: 100000, 10000, 180 s)
-#   KAIOFS_OPTS   extra -o options for kaiofs (it always gets -o stats)
+#   KAIOFS_OPTS   extra -o options for kaiofs (it always gets -o stats, and
+#                 engine=aio or engine=uring)
 #   FUSE2FS_OPTS  -o options for fuse2fs (default: rw; direct_io is added if
 #                 O_DIRECT does not work without it)
 #   BUILD_DIR     build directory with src/kaiofs             (default: build)
@@ -117,8 +126,8 @@ FUSE_NULL=${FUSE_NULL_BIN:-$BUILD_DIR/tests/bench/fuse-null}
 RUNTIME=${RUNTIME:-5}
 SIZE=${SIZE:-3G}
 FILE_SIZE=${FILE_SIZE:-1G}
-SYSTEMS=${SYSTEMS:-raw ext4 fuse2fs fusenull kaiofs}
-SCALE_SYSTEMS=${SCALE_SYSTEMS:-raw ext4 fuse2fs kaiofs}
+SYSTEMS=${SYSTEMS:-raw ext4 fuse2fs fusenull kaiofs kaiofs-uring}
+SCALE_SYSTEMS=${SCALE_SYSTEMS:-raw fusenull kaiofs kaiofs-uring ext4 fuse2fs}
 PHASES=${PHASES:-targets scaling}
 RWS=${RWS:-randread randwrite}
 QD_LIST=${QD_LIST:-1 4 16 32 64 128}
@@ -298,10 +307,10 @@ sys_up() {
     case $sys in
         ext4)
             bench_kernel_mount "$BENCH_DEV" "$MNT" -t ext4 || { note "ext4: mount failed"; return 1; } ;;
-        kaiofs)
-            local opts="stats${KAIOFS_OPTS:+,$KAIOFS_OPTS}"
+        kaiofs | kaiofs-uring)
+            local opts="stats,engine=$(kaiofs_engine "$sys")${KAIOFS_OPTS:+,$KAIOFS_OPTS}"
             bench_fuse_start "$MNT" "$log" "$KAIOFS" -f -o "$opts" "$BENCH_DEV" "$MNT" || {
-                note "kaiofs: mount failed"; return 1; } ;;
+                note "$sys: mount failed"; return 1; } ;;
         fuse2fs)
             local opts=$FUSE2FS_OPTS
             bench_fuse_start "$MNT" "$log" fuse2fs -f "$BENCH_DEV" "$MNT" -o "$opts" || {
@@ -320,10 +329,16 @@ sys_up() {
     [ "$phase" = scaling ] || note "$sys: mount options $(mount_opts "$MNT")"
 }
 
+# kaiofs_engine SYSTEM: the -o engine= of a kaiofs system
+kaiofs_engine() {
+    case $1 in kaiofs-uring) echo uring ;; *) echo aio ;; esac
+}
+
+# kaiofs_stat PHASE SYSTEM
 kaiofs_stat() {
-    local rc=0
-    bench_run "$STAT_LIMIT" "$KAIOFS_STAT" --json "$MNT" >"$BENCH_OUT/kaiofs-stat-$1.json" || rc=$?
-    [ "$rc" -eq 0 ] || note "kaiofs: kaiofs-stat --json $MNT failed (exit $rc)"
+    local rc=0 json=$BENCH_OUT/kaiofs-stat-$1-$(kaiofs_engine "$2").json
+    bench_run "$STAT_LIMIT" "$KAIOFS_STAT" --json "$MNT" >"$json" || rc=$?
+    [ "$rc" -eq 0 ] || note "$2: kaiofs-stat --json $MNT failed (exit $rc)"
     return "$rc"
 }
 
@@ -337,8 +352,8 @@ sys_down() {
         fusenull)
             bench_fuse_stop 120 || { note "fusenull: unmount or daemon exit failed"; return 1; }
             return 0 ;;
-        kaiofs | fuse2fs)
-            [ "$sys" = fuse2fs ] || kaiofs_stat "$phase" || return 1
+        kaiofs | kaiofs-uring | fuse2fs)
+            [ "$sys" = fuse2fs ] || kaiofs_stat "$phase" "$sys" || return 1
             bench_log "$phase/$sys: unmount"
             bench_fuse_stop 120 || st=$?
             if [ "$st" -ne 0 ]; then
@@ -347,8 +362,8 @@ sys_down() {
                 return 1
             fi
             # kaiofs's own messages start with "kaiofs: " (its statistics do not).
-            if [ "$sys" = kaiofs ] && grep -q '^kaiofs: ' "$log"; then
-                note "kaiofs: messages of the daemon ($phase):"
+            if [ "$sys" != fuse2fs ] && grep -q '^kaiofs: ' "$log"; then
+                note "$sys: messages of the daemon ($phase):"
                 grep '^kaiofs: ' "$log" | head -20 | sed 's/^/    /' | tee -a "$BENCH_OUT/notes.txt" >&2
             fi ;;
     esac
@@ -417,7 +432,7 @@ esac
 {
     echo "fio $(fio --version | sed 's/^fio-//') libaio direct=1, kernel $(uname -r), $(nproc) CPUs," \
          "RAM-backed $SIZE loop device (direct-io), $FILE_SIZE file/region, ${RUNTIME}s per job"
-    echo "kaiofs -o stats${KAIOFS_OPTS:+,$KAIOFS_OPTS}; fuse2fs -o $FUSE2FS_OPTS;" \
+    echo "kaiofs -o stats,engine=aio|uring${KAIOFS_OPTS:+,$KAIOFS_OPTS}; fuse2fs -o $FUSE2FS_OPTS;" \
          "mkfs.ext4 ${MKFS_ARGS[*]:2}; metadata: caches dropped before each phase: $([ "$DROP_CACHES" = 1 ] && echo yes || echo no);" \
          "load average at the start $(cut -d' ' -f1-3 /proc/loadavg)"
 } >"$BENCH_OUT/header.txt"
