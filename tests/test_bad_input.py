@@ -260,6 +260,17 @@ def _require_real_mlock():
                     "cannot be hit")
 
 
+def _write_read_unmount(m, setup):
+    """3 MiB written and read back through the raw file, then on the image."""
+    data = os.urandom(3 * kh.MiB)
+    with open(m.file, "r+b", buffering=0) as f:
+        f.write(data)
+        f.seek(0)
+        assert f.read(len(data)) == data
+    assert m.stop() == 0, m.stderr
+    assert kh.read_file(setup.image, 0, len(data)) == data
+
+
 def test_default_arena_fits_the_memlock_limit(setup, mounter, kaiofs_stat_bin):
     """Without arena=, an unprivileged process gets the arena its memlock
     limit allows (here Debian's default 8 MiB, not the default 64 MiB), and
@@ -269,13 +280,7 @@ def test_default_arena_fits_the_memlock_limit(setup, mounter, kaiofs_stat_bin):
     _require_memlock_env(prefix, 8 * 1024)
     m = mounter.mount(setup.image, options=("raw",), mountpoint=setup.mnt, prefix=prefix)
     assert kh.get_stats(kaiofs_stat_bin, m.mountpoint)["arena"]["size"] == 8 * kh.MiB
-    data = os.urandom(3 * kh.MiB)
-    with open(m.file, "r+b", buffering=0) as f:
-        f.write(data)
-        f.seek(0)
-        assert f.read(len(data)) == data
-    assert m.stop() == 0, m.stderr
-    assert kh.read_file(setup.image, 0, len(data)) == data
+    _write_read_unmount(m, setup)
 
 
 @pytest.mark.parametrize("foreground", [True, False], ids=["f", "daemon"])
@@ -328,13 +333,7 @@ def test_uring_default_arena_fits_the_memlock_limit(setup, mounter, kaiofs_stat_
     assert stats["arena"]["size"] == 7 * kh.MiB, stats["arena"]
     assert stats["uring"]["rings"] == 1, stats["uring"]
     assert stats["uring"]["registered_bytes"] == 7 * kh.MiB, stats["uring"]
-    data = os.urandom(3 * kh.MiB)
-    with open(m.file, "r+b", buffering=0) as f:
-        f.write(data)
-        f.seek(0)
-        assert f.read(len(data)) == data
-    assert m.stop() == 0, m.stderr
-    assert kh.read_file(setup.image, 0, len(data)) == data
+    _write_read_unmount(m, setup)
 
 
 def test_uring_ring_beyond_memlock_limit(kaiofs_bin, setup):

@@ -663,37 +663,27 @@ def charts(out, rows, subtitle):
     qd_of_bs = max({int(r["iodepth"]) for r in sweep},
                    key=lambda q: len({r["bs"] for r in sweep if int(r["iodepth"]) == q}))
     sizes = sorted({bs_bytes(r["bs"]) for r in sweep if int(r["iodepth"]) == qd_of_bs})
-    fig, axes = plt.subplots(1, len(rws), figsize=(5.5 * len(rws), 4.2), squeeze=False)
-    for j, rw in enumerate(rws):
-        ax = axes[0][j]
-        plot_lines(ax, sweep, lambda r: bs_bytes(r["bs"]), lambda r: r["mb_s"],
-                   lambda r, rw=rw: r["rw"] == rw and int(r["iodepth"]) == qd_of_bs
-                   and int(r["jobs"]) == 1)
-        ax.set_title("%s, iodepth %d, 1 job" % (rw, qd_of_bs))
-        ax.set_xlabel("block size")
-        ax.set_ylabel("MB/s")
-        log2_axis(ax, sizes, [bs_label(b) for b in sizes])
-    path = os.path.join(out, "mbs_vs_bs.png")
-    finish(fig, path, "MB/s vs block size", subtitle)
-    plt.close(fig)
-    paths.append(path)
+    def against_bs(name, title, ylabel, y_of, points):
+        fig, axes = plt.subplots(1, len(rws), figsize=(5.5 * len(rws), 4.2), squeeze=False)
+        for j, rw in enumerate(rws):
+            ax = axes[0][j]
+            plot_lines(ax, points, lambda r: bs_bytes(r["bs"]), y_of,
+                       lambda r, rw=rw: r["rw"] == rw and int(r["iodepth"]) == qd_of_bs
+                       and int(r["jobs"]) == 1)
+            ax.set_title("%s, iodepth %d, 1 job" % (rw, qd_of_bs))
+            ax.set_xlabel("block size")
+            ax.set_ylabel(ylabel)
+            log2_axis(ax, sizes, [bs_label(b) for b in sizes])
+        path = os.path.join(out, name)
+        finish(fig, path, title, subtitle)
+        plt.close(fig)
+        paths.append(path)
 
+    against_bs("mbs_vs_bs.png", "MB/s vs block size", "MB/s", lambda r: r["mb_s"], sweep)
     # CPU time per operation against block size, same points.
-    fig, axes = plt.subplots(1, len(rws), figsize=(5.5 * len(rws), 4.2), squeeze=False)
-    for j, rw in enumerate(rws):
-        ax = axes[0][j]
-        plot_lines(ax, [r for r in sweep if r.get("cpu_us_op")], lambda r: bs_bytes(r["bs"]),
-                   lambda r: r["cpu_us_op"],
-                   lambda r, rw=rw: r["rw"] == rw and int(r["iodepth"]) == qd_of_bs
-                   and int(r["jobs"]) == 1)
-        ax.set_title("%s, iodepth %d, 1 job" % (rw, qd_of_bs))
-        ax.set_xlabel("block size")
-        ax.set_ylabel("busy CPU us per I/O (whole machine)")
-        log2_axis(ax, sizes, [bs_label(b) for b in sizes])
-    path = os.path.join(out, "cpu_vs_bs.png")
-    finish(fig, path, "CPU time per I/O vs block size", subtitle)
-    plt.close(fig)
-    paths.append(path)
+    against_bs("cpu_vs_bs.png", "CPU time per I/O vs block size",
+               "busy CPU us per I/O (whole machine)", lambda r: r["cpu_us_op"],
+               [r for r in sweep if r.get("cpu_us_op")])
 
     # IOPS against numjobs, smallest block size, at the queue depth of the bs sweep.
     jobs = sorted({int(r["jobs"]) for r in sweep})
