@@ -94,7 +94,7 @@ URING_CASES = [("ext4", 4096, "direct", "aio"), ("ext4", 1024, "cached", "buffer
 
 @pytest.mark.parametrize("volume,bs,io,access", URING_CASES, ids=[case_id(c) for c in URING_CASES])
 def test_randops_uring(volumes, workdir, randops_bin, seed, volume, bs, io, access):
-    check_randops(volumes, workdir, randops_bin, seed, volume, bs, io, access, 4000,
+    check_randops(volumes, workdir, randops_bin, seed, volume, bs, io, access, 3000,
                   engine="engine=uring")
 
 
