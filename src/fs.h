@@ -48,7 +48,20 @@ bool fs_readonly(const struct fs *fs);
 int fs_lookup(struct fs *fs, ino_t parent, const char *name, struct stat *st);
 void fs_forget(struct fs *fs, ino_t ino, uint64_t nlookup);
 int fs_getattr(struct fs *fs, ino_t ino, struct stat *st);
-/* to_set uses FUSE_SET_ATTR_* bit values; the size is fs_truncate's. A mode
+/* fs_setattr's to_set: which attributes change. The values are FUSE's
+ * FATTR_* bits (the front checks that they match), so a request's mask
+ * passes unchanged. */
+#define FS_SET_MODE      (1 << 0)
+#define FS_SET_UID       (1 << 1)
+#define FS_SET_GID       (1 << 2)
+#define FS_SET_SIZE      (1 << 3)
+#define FS_SET_ATIME     (1 << 4)
+#define FS_SET_MTIME     (1 << 5)
+#define FS_SET_ATIME_NOW (1 << 7)
+#define FS_SET_MTIME_NOW (1 << 8)
+#define FS_SET_CTIME     (1 << 10)
+
+/* to_set holds FS_SET_* bits; the size is fs_truncate's. A mode
  * change rewrites an access ACL to match. */
 int fs_setattr(struct fs *fs, ino_t ino, const struct stat *attr, int to_set, struct stat *st);
 /* Would fs_setattr (or fs_truncate) refuse to_set on this inode (EPERM for

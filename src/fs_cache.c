@@ -33,7 +33,7 @@ static struct mchan *mc_of(io_channel io)
 	return io->private_data;
 }
 
-/* The lower channel, told the alignment fs.c may have set on ours. */
+/* The lower channel, told the alignment fs_volume.c may have set on ours. */
 static io_channel lower_of(io_channel io)
 {
 	struct mchan *m = mc_of(io);

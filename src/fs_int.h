@@ -1,7 +1,12 @@
 /* Private to the fs modules: libext2fs state, the in-memory inode table and
- * helpers shared by fs.c (volume, attributes), fs_dir.c (names) and
- * fs_map.c (block maps and allocation). Everything here runs under fs->lock
- * unless it says otherwise. */
+ * what the modules give each other. The modules, as in the kernel's
+ * fs/ext4: fs_volume.c (the volume), fs_inode.c (inodes in memory),
+ * fs_attr.c (attributes, open and release), fs_namei.c (names),
+ * fs_dirblock.c (directory blocks), fs_map.c (block maps), fs_xattr.c
+ * (extended attributes and ACL inheritance) over fs_xattr_codec.c (the
+ * libext2fs xattr codec), fs_cache.c (the metadata block cache) and
+ * fs_errno.c. Everything here runs under fs->lock unless it says
+ * otherwise. */
 #ifndef KAIOFS_FS_INT_H
 #define KAIOFS_FS_INT_H
 
@@ -9,6 +14,7 @@
 #include <pthread.h>
 
 #include "fs.h"
+#include "fs_errno.h"
 
 struct dirindex;
 
@@ -61,12 +67,24 @@ static inline void inode_set_gid(struct ext2_inode_large *in, gid_t gid)
 #define IBUFSIZE ((int)sizeof(struct ext2_inode_large))
 #define EI(k) ((struct ext2_inode *)&(k)->inode)
 
-/* errno of a libext2fs error code, as a negative number */
-int fs_errno(errcode_t err);
+/* Run body with the inode pinned under the metadata lock. */
+#define WITH_INODE(fs, ino, k, ...) do { \
+	int _r; \
+	pthread_mutex_lock(&(fs)->lock); \
+	_r = kn_get((fs), (ext2_ino_t)(ino), &(k)); \
+	if (_r == 0) { \
+		__VA_ARGS__; \
+		kn_put((fs), (k)); \
+	} \
+	pthread_mutex_unlock(&(fs)->lock); \
+	ret = _r ? _r : ret; \
+} while (0)
 
-/* ---- the inode table (fs.c) ---- */
+/* ---- inodes in memory (fs_inode.c) ---- */
 /* Load (or find) an inode and pin it; -ENOENT for a free inode. */
 int kn_get(struct fs *fs, ext2_ino_t ino, struct knode **out);
+/* The inode if the table holds it (not pinned, not loaded), else NULL. */
+struct knode *kn_find(struct fs *fs, ext2_ino_t ino);
 /* Unpin; an unreferenced inode is written back (freed if unlinked) and
  * dropped from memory. */
 void kn_put(struct fs *fs, struct knode *k);
@@ -84,14 +102,21 @@ int kn_free_inode(struct fs *fs, struct knode *k);
 
 uint64_t kn_size(const struct knode *k);
 void kn_set_size(struct fs *fs, struct knode *k, uint64_t size);
-void kn_touch(struct fs *fs, struct knode *k, bool m, bool c, bool a);
+void kn_set_rdev(struct knode *k, dev_t rdev);
 bool kn_is_dir(const struct knode *k);
 unsigned kn_links(const struct knode *k);
+/* Set now as the times asked for (m: mtime, c: ctime, a: atime). */
+void kn_touch(struct fs *fs, struct knode *k, bool m, bool c, bool a);
+/* Set the times given (NULL: unchanged), clamped to what the inode holds. */
+void kn_set_times(struct fs *fs, struct knode *k, const struct timespec *a,
+		  const struct timespec *m, const struct timespec *c);
+/* The creation time, when the on-disk inode is large enough to hold one. */
+bool kn_birth_time(struct fs *fs, const struct knode *k, struct timespec *out);
+bool kn_flagged(const struct knode *k, __u32 fl);
 
-/* ---- immutable and append-only inodes (fs.c) ----
- * The VFS refuses these changes with EPERM for filesystems whose inodes
- * carry the flags; FUSE's inodes do not, so kaiofs refuses them itself.
- * Each returns 0 or -EPERM. */
+/* Immutable and append-only inodes. The VFS refuses these changes with
+ * EPERM for filesystems whose inodes carry the flags; FUSE's inodes do not,
+ * so kaiofs refuses them itself. Each returns 0 or -EPERM. */
 /* attributes, xattrs, links or existing data change: neither flag */
 int kn_may_change(const struct knode *k);
 /* data is added, or times set to now: not immutable */
@@ -102,7 +127,11 @@ int kn_may_add_name(const struct knode *dir);
  * (an append-only directory keeps its names) */
 int kn_may_remove_name(const struct knode *dir, const struct knode *victim);
 
-/* ---- ACLs (fs.c) ---- */
+/* ---- the volume (fs_volume.c) ---- */
+/* Is the caller allowed the root-reserved blocks? */
+bool vol_may_use_reserved(struct fs *fs, const struct fs_cred *cr);
+
+/* ---- extended attributes and ACL inheritance (fs_xattr.c) ---- */
 #define ACL_ACCESS "system.posix_acl_access"
 #define ACL_DEFAULT "system.posix_acl_default"
 struct acl_inherit {
@@ -112,27 +141,46 @@ struct acl_inherit {
 };
 /* The mode a new inode gets: masked by the parent's default ACL, or by the
  * umask when there is none. Called before the inode is made. */
-void kn_inherit_acl(struct fs *fs, struct knode *dir, mode_t *mode, mode_t umask,
+void xa_inherit_acl(struct fs *fs, struct knode *dir, mode_t *mode, mode_t umask,
 		    struct acl_inherit *p);
-/* After the new inode is written: store the ACLs kn_inherit_acl prepared. */
-int kn_store_inherited(struct fs *fs, struct knode *dir, struct knode *k, struct acl_inherit *p);
-int acl_follow_mode(struct fs *fs, struct knode *k);
+/* After the new inode is written: store the ACLs xa_inherit_acl prepared. */
+int xa_store_inherited(struct fs *fs, struct knode *dir, struct knode *k, struct acl_inherit *p);
+/* Rewrite an access ACL to match the mode, after a chmod. */
+int xa_follow_mode(struct fs *fs, struct knode *k);
 
-/* ---- names (fs_dir.c) ---- */
-void dirindex_free(struct dirindex *d);
+/* ---- directory blocks (fs_dirblock.c) ----
+ * Every call takes a directory's knode, pinned, under fs->lock. */
+void dir_index_free(struct dirindex *d);
+/* The inode a name of dir points to, or -ENOENT. */
+int dir_find(struct fs *fs, struct knode *dir, const char *name, ext2_ino_t *ino);
+/* The inode ".." of dir points to. */
+int dir_parent(struct fs *fs, struct knode *dir, ext2_ino_t *out);
+/* Add, remove, or point at another inode one entry of dir (type: EXT2_FT_*). */
+int dir_add(struct fs *fs, struct knode *dir, const char *name, ext2_ino_t ino, int type);
+int dir_remove(struct fs *fs, struct knode *dir, const char *name, ext2_ino_t ino);
+int dir_retarget(struct fs *fs, struct knode *dir, const char *name, ext2_ino_t ino, int type);
+/* 1 when dir holds nothing but "." and "..", 0 when it does, or -errno. */
+int dir_is_empty(struct fs *fs, struct knode *k);
+/* The first block of a new directory k, holding "." and ".." (-> parent). */
+int dir_make_first_block(struct fs *fs, struct knode *k, ext2_ino_t parent);
+/* Call fn for every entry in block order; fn returns 0 to go on, 1 to stop,
+ * or -errno; it may change the entry and set *changed to have the block
+ * written back. pos is the entry's byte position in the directory. */
+typedef int (*dir_entry_fn)(void *ctx, struct ext2_dir_entry *de, uint64_t pos, bool *changed);
+int dir_walk(struct fs *fs, struct knode *dir, dir_entry_fn fn, void *ctx);
+int dir_ftype_of(mode_t mode);
+mode_t dir_mode_of_ftype(int t);
 
 /* ---- block maps (fs_map.c) ---- */
 /* The file's block map changed: forget the cached extents. */
 void map_forget(struct knode *k);
-uint64_t fs_max_size(struct fs *fs, struct knode *k);
-void kn_set_rdev(struct knode *k, dev_t rdev);
+/* The largest size the file's block map can reach. */
+uint64_t map_max_size(struct fs *fs, struct knode *k);
 /* Free the blocks past size (the caller made the range quiet) and set
  * i_size. */
 int map_truncate(struct fs *fs, struct knode *k, uint64_t size);
 /* Wait until no read of k is in flight; drops and retakes fs->lock while
  * waiting (k is pinned), returns with it held. */
 void map_quiesce_reads(struct fs *fs, struct knode *k);
-/* Is the caller allowed the root-reserved blocks? */
-bool may_use_reserved(struct fs *fs, const struct fs_cred *cr);
 
 #endif

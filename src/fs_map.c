@@ -343,7 +343,7 @@ static uint64_t free_blocks_for(struct fs *fs, const struct fs_cred *cr)
 	struct ext2_super_block *sb = fs->e2->super;
 	uint64_t free_blocks = ext2fs_free_blocks_count(sb), reserved = fs->resv;
 
-	if (!may_use_reserved(fs, cr))
+	if (!vol_may_use_reserved(fs, cr))
 		reserved += ext2fs_r_blocks_count(sb);
 	return free_blocks > reserved ? free_blocks - reserved : 0;
 }
@@ -475,7 +475,7 @@ int fs_map_write(struct fs *fs, ino_t ino, uint64_t off, size_t len,
 	if (r)
 		goto out;
 	r = write_refusal(k, wflags);
-	if (!r && off + len > fs_max_size(fs, k))
+	if (!r && off + len > map_max_size(fs, k))
 		r = -EFBIG;
 	if (!r)
 		r = map_blocks(fs, k, off / fs->bs, (off + len + fs->bs - 1) / fs->bs, &cur);
@@ -972,6 +972,44 @@ static int punch(struct fs *fs, struct knode *k, blk64_t start, blk64_t end)
 	return e == EXT2_ET_BAD_BLOCK_NUM ? -EUCLEAN : fs_errno(e);
 }
 
+uint64_t map_max_size(struct fs *fs, struct knode *k)
+{
+	uint64_t bs = fs->bs, a = bs / 4, blocks;
+
+	if (k->inode.i_flags & EXT4_EXTENTS_FL)
+		return ((1ull << 32) - 1) * bs;
+	blocks = EXT2_NDIR_BLOCKS + a + a * a + a * a * a;
+	if (!ext2fs_has_feature_huge_file(fs->e2->super) && blocks > (1ull << 32) / (bs / 512))
+		blocks = (1ull << 32) / (bs / 512) - 1;
+	if (!ext2fs_has_feature_large_file(fs->e2->super) && blocks * bs > 0x7fffffffull)
+		return 0x7fffffffull;
+	return blocks * bs;
+}
+
+int fs_truncate(struct fs *fs, ino_t ino, uint64_t size)
+{
+	struct knode *k;
+	int ret = 0;
+
+	if (fs->ro)
+		return -EROFS;
+	WITH_INODE(fs, ino, k, {
+		if (!LINUX_S_ISREG(k->inode.i_mode))
+			ret = kn_is_dir(k) ? -EISDIR : -EINVAL;
+		else if (size > map_max_size(fs, k))
+			ret = -EFBIG;
+		else if (!(ret = kn_may_change(k))) {
+			map_quiesce_reads(fs, k);
+			ret = map_truncate(fs, k, size);
+			if (!ret) {
+				kn_touch(fs, k, true, true, false);
+				ret = kn_write(fs, k);
+			}
+		}
+	});
+	return ret;
+}
+
 int map_truncate(struct fs *fs, struct knode *k, uint64_t size)
 {
 	uint64_t first_free = (size + fs->bs - 1) / fs->bs;
@@ -1036,7 +1074,7 @@ static int fallocate_refusal(struct fs *fs, struct knode *k, int mode, uint64_t 
 	/* block-mapped files can only have holes punched, as on ext4 */
 	if (!is_extent_file(k) && !(mode & FALLOC_FL_PUNCH_HOLE))
 		return -EOPNOTSUPP;
-	if (end > fs_max_size(fs, k))
+	if (end > map_max_size(fs, k))
 		return -EFBIG;
 	return 0;
 }

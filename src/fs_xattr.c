@@ -1,760 +1,240 @@
-/* Extended attributes over libext2fs, with Linux xattr syscall semantics.
- *
- * Every call opens a fresh handle, reads the inode's attributes, acts and
- * closes it: the handle caches nothing across calls, so there is nothing to
- * keep coherent with the rest of the filesystem.
- *
- * Handles are switched to raw mode: libext2fs then hands out and takes the
- * stored bytes unchanged. Only a POSIX ACL being stored goes through its
- * Linux -> ext4 conversion (after we validated the value); ACLs are read raw
- * and converted here, because the library's reader neither bounds-checks the
- * on-disk entries nor writes the ids of the short entries the way the
- * kernel does (0xffffffff, not 0). */
+/* Extended attributes of inodes (the entry points over the libext2fs codec
+ * in fs_xattr_codec.c) and the ACLs a new inode inherits. */
 #include <errno.h>
-#include <stdbool.h>
-#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
-#include <sys/xattr.h>
 
-#include "fs_xattr.h"
+#include "acl.h"
+#include "fs_int.h"
+#include "fs_xattr_codec.h"
 
-#define FSX_NAME_MAX	255
-#define FSX_VALUE_MAX	65536	/* XATTR_SIZE_MAX */
+/* ---- extended attributes ---- */
 
-enum fsx_kind {
-	FSX_PLAIN,
-	FSX_ACL_ACCESS,
-	FSX_ACL_DEFAULT,
-};
-
-/* Linux xattr format of an ACL: a 4-byte version (2), then 8-byte entries
- * (le16 tag, le16 perm, le32 id). On disk (ext4): version 1, and the entries
- * without a qualifier (USER_OBJ, GROUP_OBJ, MASK, OTHER) lose their id. */
-#define ACL_XATTR_VERSION	2
-#define ACL_DISK_VERSION	1
-#define ACL_HEADER_SIZE		4
-#define ACL_ENTRY_SIZE		8
-#define ACL_SHORT_ENTRY_SIZE	4
-
-#define ACL_USER_OBJ	0x01
-#define ACL_USER	0x02
-#define ACL_GROUP_OBJ	0x04
-#define ACL_GROUP	0x08
-#define ACL_MASK	0x10
-#define ACL_OTHER	0x20
-
-#define ACL_PERM_BITS		0x07
-#define ACL_UNDEFINED_ID	0xffffffffu
-
-static const char acl_access_name[] = "system.posix_acl_access";
-static const char acl_default_name[] = "system.posix_acl_default";
-
-static const char *const plain_prefixes[] = {
-	"user.", "trusted.", "security.",
-};
-#define N_PLAIN_PREFIXES (sizeof(plain_prefixes) / sizeof(plain_prefixes[0]))
-
-/* ---- error codes ---- */
-
-/* errno values that describe the request rather than the device. */
-static bool semantic_errno(int e)
+ssize_t fs_getxattr(struct fs *fs, ino_t ino, const char *name, void *buf, size_t size)
 {
-	switch (e) {
-	case EPERM: case ENOENT: case E2BIG: case ENOMEM: case EACCES: case EEXIST:
-	case ENOTDIR: case EISDIR: case EINVAL: case EFBIG: case ENOSPC: case EROFS:
-	case EMLINK: case ERANGE: case ENAMETOOLONG: case ENOTEMPTY: case ELOOP:
-	case ENODATA: case EOVERFLOW: case EOPNOTSUPP: case EDQUOT: case EUCLEAN:
-	case EIO:
-		return true;
-	default:
-		return false;
-	}
+	struct knode *k;
+	ssize_t ret = 0;
+
+	WITH_INODE(fs, ino, k, {
+		ret = kn_flush(fs, k);
+		if (!ret)
+			ret = xcodec_get(fs->e2, k->ino, name, buf, size);
+	});
+	return ret;
 }
 
-int fsx_errno(errcode_t err)
+/* Drop trusted.* names from a list (for unprivileged callers). */
+static ssize_t drop_trusted(char *buf, ssize_t len)
 {
-	if (err == 0)
-		return 0;
-	/* libext2fs passes errno values (from the I/O layer, or EINVAL and
-	 * the like of its own) through unchanged; its own codes are large.
-	 * Errors of the device itself (ENOTCONN, ENXIO, ... when it went
-	 * away) reach the application as EIO. */
-	if (err > 0 && err < 256)
-		return semantic_errno((int)err) ? -(int)err : -EIO;
+	char *in = buf, *out = buf, *end = buf + len;
 
-	switch (err) {
-	case EXT2_ET_NO_MEMORY:
-	case EXT2_ET_TDB_ERR_OOM:
-		return -ENOMEM;
-	case EXT2_ET_EA_NO_SPACE:
-	case EXT2_ET_BLOCK_ALLOC_FAIL:
-	case EXT2_ET_INODE_ALLOC_FAIL:
-	case EXT2_ET_DIR_NO_SPACE:
-	case EXT2_ET_INLINE_DATA_NO_SPACE:
-	case EXT2_ET_TOO_MANY_INODES:
-		return -ENOSPC;
-	case EXT2_ET_EA_KEY_NOT_FOUND:
-		return -ENODATA;
-	case EXT2_ET_RO_FILSYS:
-	case EXT2_ET_RO_UNSUPP_FEATURE:
-		return -EROFS;
-	case EXT2_ET_FILE_NOT_FOUND:
-		return -ENOENT;
-	case EXT2_ET_FILE_EXISTS:
-	case EXT2_ET_DIR_EXISTS:
-		return -EEXIST;
-	case EXT2_ET_NO_DIRECTORY:
-		return -ENOTDIR;
-	case EXT2_ET_TOO_MANY_REFS:
-		return -EMLINK;
-	case EXT2_ET_FILE_TOO_BIG:
-		return -EFBIG;
-	case EXT2_ET_SYMLINK_LOOP:
-		return -ELOOP;
-	case EXT2_ET_INVALID_ARGUMENT:
-		return -EINVAL;
-	case EXT2_ET_UNIMPLEMENTED:
-	case EXT2_ET_OP_NOT_SUPPORTED:
-	case EXT2_ET_MISSING_EA_FEATURE:
-	case EXT2_ET_UNSUPP_FEATURE:
-		return -EOPNOTSUPP;
-	default:
-		/* checksum failures, corrupted metadata, short reads, ... */
-		return -EIO;
-	}
-}
+	while (in < end) {
+		size_t n = strlen(in) + 1;
 
-/* ---- names ---- */
-
-/* The kind of attribute a name denotes, or a negative errno. */
-static int fsx_kind(const char *name, size_t *prefix_len)
-{
-	size_t len = strlen(name);
-
-	if (len == 0 || len > FSX_NAME_MAX)
-		return -ERANGE;
-	/* libext2fs stores an ACL under its whole name as the prefix */
-	*prefix_len = len;
-	if (strcmp(name, acl_access_name) == 0)
-		return FSX_ACL_ACCESS;
-	if (strcmp(name, acl_default_name) == 0)
-		return FSX_ACL_DEFAULT;
-	for (size_t i = 0; i < N_PLAIN_PREFIXES; i++) {
-		size_t plen = strlen(plain_prefixes[i]);
-
-		if (strncmp(name, plain_prefixes[i], plen) != 0)
-			continue;
-		if (len == plen)
-			return -EINVAL;
-		*prefix_len = plen;
-		return FSX_PLAIN;
-	}
-	return -EOPNOTSUPP;
-}
-
-/* Largest value an attribute whose name keeps name_len bytes after its
- * prefix can have on this filesystem: without ea_inode it must fit, with
- * its entry, into an otherwise empty attribute block (the in-inode area is
- * always smaller than a block). */
-static size_t fsx_value_max(ext2_filsys fs, size_t name_len)
-{
-	size_t room;
-
-	if (ext2fs_has_feature_ea_inode(fs->super))
-		return FSX_VALUE_MAX;
-	room = fs->blocksize - sizeof(struct ext2_ext_attr_header) -
-	       sizeof(__u32) - EXT2_EXT_ATTR_LEN(name_len);
-	return room < FSX_VALUE_MAX ? room : FSX_VALUE_MAX;
-}
-
-/* ---- handles ---- */
-
-static int fsx_open(ext2_filsys fs, ext2_ino_t ino,
-		    struct ext2_xattr_handle **h)
-{
-	unsigned int flags = XATTR_HANDLE_FLAG_RAW;
-	errcode_t err;
-
-	err = ext2fs_xattrs_open(fs, ino, h);
-	if (err)
-		return fsx_errno(err);
-	ext2fs_xattrs_flags(*h, &flags, NULL);
-	err = ext2fs_xattrs_read(*h);
-	if (err) {
-		ext2fs_xattrs_close(h);
-		return fsx_errno(err);
-	}
-	return 0;
-}
-
-static void fsx_close(struct ext2_xattr_handle **h)
-{
-	ext2fs_xattrs_close(h);
-}
-
-/* 1 if the handle holds name, 0 if not, or a negative errno. */
-static int fsx_exists(struct ext2_xattr_handle *h, const char *name)
-{
-	void *val = NULL;
-	size_t len;
-	errcode_t err;
-
-	err = ext2fs_xattr_get(h, name, &val, &len);
-	if (err == EXT2_ET_EA_KEY_NOT_FOUND)
-		return 0;
-	if (err)
-		return fsx_errno(err);
-	ext2fs_free_mem(&val);
-	return 1;
-}
-
-/* ---- what libext2fs leaves undone when it writes ---- */
-
-/* libext2fs rewrites an attribute block that lost its last entry (removed,
- * or moved into the inode) instead of freeing it: free it, as ext4 does, so
- * that the space comes back. */
-static int drop_empty_block(ext2_filsys fs, ext2_ino_t ino)
-{
-	struct ext2_inode inode;
-	char *block;
-	blk64_t blk;
-	errcode_t err;
-
-	err = ext2fs_read_inode(fs, ino, &inode);
-	if (err)
-		return fsx_errno(err);
-	blk = ext2fs_file_acl_block(fs, &inode);
-	if (!blk)
-		return 0;
-	err = ext2fs_get_mem(fs->blocksize, &block);
-	if (err)
-		return fsx_errno(err);
-	err = ext2fs_read_ext_attr3(fs, blk, block, ino);
-	if (!err && EXT2_EXT_IS_LAST_ENTRY(block +
-					   sizeof(struct ext2_ext_attr_header)))
-		err = ext2fs_free_ext_attr(fs, ino, NULL);
-	ext2fs_free_mem(&block);
-	return fsx_errno(err);
-}
-
-/* Clusters charged for the values kept in EA inodes among the entries
- * stored in [p, end): ext4 (and e2fsck) count each such value's size,
- * rounded up to clusters, in the owner's i_blocks. */
-static blk64_t entries_charge(ext2_filsys fs, const char *p, const char *end)
-{
-	blk64_t csize = (blk64_t)fs->blocksize << fs->cluster_ratio_bits;
-	blk64_t clusters = 0;
-	struct ext2_ext_attr_entry e;
-
-	while ((size_t)(end - p) >= sizeof(e) && !EXT2_EXT_IS_LAST_ENTRY(p)) {
-		memcpy(&e, p, sizeof(e));
-		if (EXT2_EXT_ATTR_LEN(e.e_name_len) > (size_t)(end - p))
-			break;
-		if (e.e_value_inum)
-			clusters += (e.e_value_size + csize - 1) / csize;
-		p += EXT2_EXT_ATTR_LEN(e.e_name_len);
-	}
-	return clusters;
-}
-
-static blk64_t ibody_charge(ext2_filsys fs,
-			    const struct ext2_inode_large *inode)
-{
-	unsigned int isize = EXT2_INODE_SIZE(fs->super);
-	unsigned int offs = EXT2_GOOD_OLD_INODE_SIZE + inode->i_extra_isize;
-	const char *start = (const char *)inode + offs;
-	__u32 magic;
-
-	if (isize <= EXT2_GOOD_OLD_INODE_SIZE || inode->i_extra_isize & 3 ||
-	    offs + sizeof(magic) >= isize)
-		return 0;
-	memcpy(&magic, start, sizeof(magic));
-	if (magic != EXT2_EXT_ATTR_MAGIC)
-		return 0;
-	return entries_charge(fs, start + sizeof(magic),
-			      (const char *)inode + isize);
-}
-
-static errcode_t block_charge(ext2_filsys fs, ext2_ino_t ino, blk64_t blk,
-			      blk64_t *clusters)
-{
-	char *block;
-	errcode_t err;
-
-	err = ext2fs_get_mem(fs->blocksize, &block);
-	if (err)
-		return err;
-	err = ext2fs_read_ext_attr3(fs, blk, block, ino);
-	if (!err)
-		*clusters += entries_charge(fs,
-				block + sizeof(struct ext2_ext_attr_header),
-				block + fs->blocksize);
-	ext2fs_free_mem(&block);
-	return err;
-}
-
-/* What ino's EA inode values are charged, in clusters (0 without the
- * ea_inode feature). */
-static int ea_inode_charge(ext2_filsys fs, ext2_ino_t ino, blk64_t *clusters)
-{
-	unsigned int isize = EXT2_INODE_SIZE(fs->super);
-	struct ext2_inode_large *inode;
-	size_t bufsize;
-	blk64_t blk;
-	errcode_t err;
-
-	*clusters = 0;
-	if (!ext2fs_has_feature_ea_inode(fs->super))
-		return 0;
-	/* at least a whole struct, so that i_extra_isize can be looked at */
-	bufsize = isize > sizeof(*inode) ? isize : sizeof(*inode);
-	err = ext2fs_get_memzero(bufsize, &inode);
-	if (err)
-		return fsx_errno(err);
-	err = ext2fs_read_inode_full(fs, ino, EXT2_INODE(inode), isize);
-	if (!err) {
-		*clusters = ibody_charge(fs, inode);
-		blk = ext2fs_file_acl_block(fs, EXT2_INODE(inode));
-		if (blk)
-			err = block_charge(fs, ino, blk, clusters);
-	}
-	ext2fs_free_mem(&inode);
-	return fsx_errno(err);
-}
-
-/* libext2fs creates and drops EA inodes without charging or crediting the
- * owner's i_blocks: bring them in line with the charge found on disk. */
-static int recharge(ext2_filsys fs, ext2_ino_t ino, blk64_t before)
-{
-	struct ext2_inode inode;
-	blk64_t after;
-	errcode_t err;
-	int ret;
-
-	ret = ea_inode_charge(fs, ino, &after);
-	if (ret || after == before)
-		return ret;
-	err = ext2fs_read_inode(fs, ino, &inode);
-	if (!err && after > before)
-		err = ext2fs_iblk_add_blocks(fs, &inode, after - before);
-	else if (!err)
-		err = ext2fs_iblk_sub_blocks(fs, &inode, before - after);
-	if (!err)
-		err = ext2fs_write_inode(fs, ino, &inode);
-	return fsx_errno(err);
-}
-
-enum fsx_op {
-	FSX_OP_SET,
-	FSX_OP_REMOVE,
-};
-
-/* Set or remove name through h, then complete what libext2fs leaves
- * undone; also after a failure, which may have changed the disk already. */
-static int fsx_update(ext2_filsys fs, ext2_ino_t ino,
-		      struct ext2_xattr_handle *h, enum fsx_op op,
-		      const char *name, const void *value, size_t size)
-{
-	blk64_t charged;
-	errcode_t err;
-	int ret;
-
-	ret = ea_inode_charge(fs, ino, &charged);
-	if (ret)
-		return ret;
-	if (op == FSX_OP_REMOVE)
-		err = ext2fs_xattr_remove(h, name);
-	else
-		err = ext2fs_xattr_set(h, name, value, size);
-	ret = drop_empty_block(fs, ino);
-	if (!ret)
-		ret = recharge(fs, ino, charged);
-	return err ? fsx_errno(err) : ret;
-}
-
-/* ---- ACL format ---- */
-
-static unsigned int get_le16(const unsigned char *p)
-{
-	return p[0] | (unsigned int)p[1] << 8;
-}
-
-static uint32_t get_le32(const unsigned char *p)
-{
-	return p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
-	       (uint32_t)p[3] << 24;
-}
-
-static void put_le32(unsigned char *p, uint32_t v)
-{
-	p[0] = v;
-	p[1] = v >> 8;
-	p[2] = v >> 16;
-	p[3] = v >> 24;
-}
-
-static int acl_tag_has_id(unsigned int tag)
-{
-	return tag == ACL_USER || tag == ACL_GROUP;
-}
-
-/* Where an ACL's entries must come in: USER_OBJ, USERs, GROUP_OBJ, GROUPs,
- * MASK (required once there is a USER or GROUP), OTHER. */
-enum acl_state {
-	ACL_WANT_USER_OBJ,
-	ACL_IN_USERS,
-	ACL_IN_GROUPS,
-	ACL_WANT_OTHER,
-	ACL_COMPLETE,
-};
-
-/* The state after an entry with this tag, or -1 if it may not come now. */
-static int acl_step(int state, unsigned int tag, int *named)
-{
-	switch (tag) {
-	case ACL_USER_OBJ:
-		return state == ACL_WANT_USER_OBJ ? ACL_IN_USERS : -1;
-	case ACL_USER:
-		*named = 1;
-		return state == ACL_IN_USERS ? ACL_IN_USERS : -1;
-	case ACL_GROUP_OBJ:
-		return state == ACL_IN_USERS ? ACL_IN_GROUPS : -1;
-	case ACL_GROUP:
-		*named = 1;
-		return state == ACL_IN_GROUPS ? ACL_IN_GROUPS : -1;
-	case ACL_MASK:
-		return state == ACL_IN_GROUPS ? ACL_WANT_OTHER : -1;
-	case ACL_OTHER:
-		if (state == ACL_WANT_OTHER ||
-		    (state == ACL_IN_GROUPS && !*named))
-			return ACL_COMPLETE;
-		return -1;
-	default:
-		return -1;
-	}
-}
-
-/* Validate an ACL in the Linux xattr format as the kernel does before
- * storing one. Returns its number of entries (0: the header alone, which
- * means "no ACL") and the size it takes on disk, or a negative errno. */
-static int acl_check(const void *value, size_t size, size_t *disk_size)
-{
-	const unsigned char *p = value;
-	int state = ACL_WANT_USER_OBJ, named = 0;
-	size_t count;
-
-	if (!value || size < ACL_HEADER_SIZE)
-		return -EINVAL;
-	if (get_le32(p) != ACL_XATTR_VERSION)
-		return -EOPNOTSUPP;
-	if ((size - ACL_HEADER_SIZE) % ACL_ENTRY_SIZE)
-		return -EINVAL;
-	count = (size - ACL_HEADER_SIZE) / ACL_ENTRY_SIZE;
-
-	*disk_size = ACL_HEADER_SIZE;
-	for (p += ACL_HEADER_SIZE; p < (const unsigned char *)value + size;
-	     p += ACL_ENTRY_SIZE) {
-		unsigned int tag = get_le16(p), perm = get_le16(p + 2);
-
-		if (perm & ~ACL_PERM_BITS)
-			return -EINVAL;
-		state = acl_step(state, tag, &named);
-		if (state < 0)
-			return -EINVAL;
-		if (acl_tag_has_id(tag)) {
-			if (get_le32(p + 4) == ACL_UNDEFINED_ID)
-				return -EINVAL;
-			*disk_size += ACL_ENTRY_SIZE;
-		} else {
-			*disk_size += ACL_SHORT_ENTRY_SIZE;
+		if (strncmp(in, "trusted.", 8) != 0) {
+			memmove(out, in, n);
+			out += n;
 		}
+		in += n;
 	}
-	if (count && state != ACL_COMPLETE)
-		return -EINVAL;
-	return (int)count;
+	return out - buf;
 }
 
-/* Walk an on-disk ACL, writing its entries in the Linux format to out (when
- * not NULL, room for them being the caller's business). Returns the number
- * of entries, or -EIO when the bytes are not a well-formed ext4 ACL. */
-static int acl_disk_walk(const unsigned char *disk, size_t len,
-			 unsigned char *out)
+ssize_t fs_listxattr(struct fs *fs, ino_t ino, char *buf, size_t size, const struct fs_cred *cr)
 {
-	const unsigned char *p = disk + ACL_HEADER_SIZE, *end = disk + len;
-	int count = 0;
+	struct knode *k;
+	ssize_t ret = 0;
 
-	if (len < ACL_HEADER_SIZE || get_le32(disk) != ACL_DISK_VERSION)
-		return -EIO;
-	while (p < end) {
-		unsigned int tag;
-		size_t esize;
+	WITH_INODE(fs, ino, k, {
+		ret = kn_flush(fs, k);
+		if (!ret && cr->uid == 0) {
+			ret = xcodec_list(fs->e2, k->ino, buf, size);
+		} else if (!ret) {
+			/* the full list, filtered, then sized for the caller */
+			ssize_t all = xcodec_list(fs->e2, k->ino, NULL, 0);
+			char *tmp = all > 0 ? malloc((size_t)all) : NULL;
 
-		if (end - p < ACL_SHORT_ENTRY_SIZE)
-			return -EIO;
-		tag = get_le16(p);
-		switch (tag) {
-		case ACL_USER_OBJ:
-		case ACL_GROUP_OBJ:
-		case ACL_MASK:
-		case ACL_OTHER:
-			esize = ACL_SHORT_ENTRY_SIZE;
-			break;
-		case ACL_USER:
-		case ACL_GROUP:
-			esize = ACL_ENTRY_SIZE;
-			break;
-		default:
-			return -EIO;
+			ret = all;
+			if (all > 0 && !tmp)
+				ret = -ENOMEM;
+			else if (all > 0 && (ret = xcodec_list(fs->e2, k->ino, tmp, (size_t)all)) >= 0)
+				ret = drop_trusted(tmp, ret);
+			if (ret > 0 && size && (size_t)ret > size)
+				ret = -ERANGE;
+			else if (ret > 0 && size)
+				memcpy(buf, tmp, (size_t)ret);
+			free(tmp);
 		}
-		if ((size_t)(end - p) < esize)
-			return -EIO;
-		if (out) {
-			unsigned char *o = out + ACL_HEADER_SIZE +
-					   (size_t)count * ACL_ENTRY_SIZE;
-
-			memcpy(o, p, 4);	/* tag and perm */
-			put_le32(o + 4, esize == ACL_ENTRY_SIZE ?
-				 get_le32(p + 4) : ACL_UNDEFINED_ID);
-		}
-		p += esize;
-		count++;
-	}
-	if (out)
-		put_le32(out, ACL_XATTR_VERSION);
-	return count;
-}
-
-/* An on-disk ACL to the Linux format, with getxattr's size rules. */
-static ssize_t acl_from_disk(const void *disk, size_t len, void *buf,
-			     size_t size)
-{
-	int count = acl_disk_walk(disk, len, NULL);
-	size_t need;
-
-	if (count < 0)
-		return count;
-	if (count == 0)		/* reads as no ACL, as on ext4 */
-		return -ENODATA;
-	need = ACL_HEADER_SIZE + (size_t)count * ACL_ENTRY_SIZE;
-	if (size == 0)
-		return need;
-	if (size < need)
-		return -ERANGE;
-	acl_disk_walk(disk, len, buf);
-	return need;
-}
-
-/* ---- get ---- */
-
-static ssize_t copy_value(const void *val, size_t len, void *buf, size_t size)
-{
-	if (size == 0)
-		return len;
-	if (size < len)
-		return -ERANGE;
-	memcpy(buf, val, len);
-	return len;
-}
-
-ssize_t fsx_get(ext2_filsys fs, ext2_ino_t ino, const char *name,
-		void *buf, size_t size)
-{
-	struct ext2_xattr_handle *h;
-	void *val = NULL;
-	size_t len = 0, prefix_len;
-	int kind = fsx_kind(name, &prefix_len);
-	ssize_t ret;
-	errcode_t err;
-
-	if (kind < 0)
-		return kind;
-	ret = fsx_open(fs, ino, &h);
-	if (ret)
-		return ret;
-	err = ext2fs_xattr_get(h, name, &val, &len);
-	if (err)
-		ret = fsx_errno(err);
-	else if (kind == FSX_PLAIN)
-		ret = copy_value(val, len, buf, size);
-	else
-		ret = acl_from_disk(val, len, buf, size);
-	ext2fs_free_mem(&val);
-	fsx_close(&h);
+	});
 	return ret;
 }
 
-/* ---- set / remove ---- */
-
-static int check_flags(struct ext2_xattr_handle *h, const char *name,
-		       int flags)
+/* Changing xattrs rewrites the inode: write ours first, read it back after. */
+static int xattr_store(struct fs *fs, struct knode *k, const char *name, const void *value,
+		       size_t size, int flags, bool remove)
 {
-	int exists = fsx_exists(h, name);
+	int r = kn_flush(fs, k), r2;
 
-	if (exists < 0)
-		return exists;
-	if ((flags & XATTR_CREATE) && exists)
-		return -EEXIST;
-	if ((flags & XATTR_REPLACE) && !exists)
-		return -ENODATA;
-	return 0;
+	if (r)
+		return r;
+	r = remove ? xcodec_remove(fs->e2, k->ino, name)
+		   : xcodec_set(fs->e2, k->ino, name, value, size, flags);
+	r2 = kn_reload(fs, k);
+	if (!strcmp(name, ACL_DEFAULT))
+		k->default_acl = -1;
+	return r ? r : r2;
 }
 
-static int set_plain(ext2_filsys fs, ext2_ino_t ino, const char *name,
-		     const void *value, size_t size, int flags)
+/* Rewrite an access ACL to match the mode, after a chmod. */
+int xa_follow_mode(struct fs *fs, struct knode *k)
 {
-	struct ext2_xattr_handle *h;
-	int ret;
-
-	ret = fsx_open(fs, ino, &h);
-	if (ret)
-		return ret;
-	ret = check_flags(h, name, flags);
-	if (!ret)
-		ret = fsx_update(fs, ino, h, FSX_OP_SET, name, value, size);
-	fsx_close(&h);
-	return ret;
-}
-
-/* Whether the inode may carry this ACL, as the kernel decides: 0 if so, 1
- * if there is nothing to do (removing a default ACL of a non-directory), or
- * a negative errno. */
-static int acl_target_check(ext2_filsys fs, ext2_ino_t ino, int kind,
-			    int count)
-{
-	struct ext2_inode inode;
-	errcode_t err;
-
-	err = ext2fs_read_inode(fs, ino, &inode);
-	if (err)
-		return fsx_errno(err);
-	if (LINUX_S_ISLNK(inode.i_mode))
-		return -EOPNOTSUPP;
-	if (kind == FSX_ACL_DEFAULT && !LINUX_S_ISDIR(inode.i_mode))
-		return count ? -EACCES : 1;
-	return 0;
-}
-
-/* Store an already validated ACL of count entries; count 0 removes it, and
- * removing an absent ACL succeeds. */
-static int acl_store(ext2_filsys fs, ext2_ino_t ino, int kind,
-		     const char *name, const void *value, size_t size,
-		     int count)
-{
-	struct ext2_xattr_handle *h;
-	unsigned int flags = 0;
-	int ret;
-
-	ret = acl_target_check(fs, ino, kind, count);
-	if (ret)
-		return ret < 0 ? ret : 0;
-	ret = fsx_open(fs, ino, &h);
-	if (ret)
-		return ret;
-	if (count == 0) {
-		ret = fsx_update(fs, ino, h, FSX_OP_REMOVE, name, NULL, 0);
-	} else {
-		/* leave raw mode so that the library converts the value to
-		 * the ext4 on-disk format */
-		ext2fs_xattrs_flags(h, &flags, NULL);
-		ret = fsx_update(fs, ino, h, FSX_OP_SET, name, value, size);
-	}
-	fsx_close(&h);
-	return ret;
-}
-
-int fsx_set(ext2_filsys fs, ext2_ino_t ino, const char *name,
-	    const void *value, size_t size, int flags)
-{
-	size_t prefix_len, disk_size;
-	int kind = fsx_kind(name, &prefix_len);
-	int count;
-
-	if (kind < 0)
-		return kind;
-	if (flags & ~(XATTR_CREATE | XATTR_REPLACE))
-		return -EINVAL;
-	if (size && !value)
-		return -EINVAL;
-	if (kind == FSX_PLAIN) {
-		/* too large for any attribute block: ENOSPC, as ext4 says */
-		if (size > fsx_value_max(fs, strlen(name) - prefix_len))
-			return -ENOSPC;
-		return set_plain(fs, ino, name, value, size, flags);
-	}
-
-	/* ext4 ignores the flags for ACLs: they always replace or create */
-	count = acl_check(value, size, &disk_size);
-	if (count < 0)
-		return count;
-	if (disk_size > fsx_value_max(fs, 0))
-		return -ENOSPC;
-	return acl_store(fs, ino, kind, name, value, size, count);
-}
-
-int fsx_remove(ext2_filsys fs, ext2_ino_t ino, const char *name)
-{
-	struct ext2_xattr_handle *h;
-	size_t prefix_len;
-	int kind = fsx_kind(name, &prefix_len);
-	int ret;
-
-	if (kind < 0)
-		return kind;
-	if (kind != FSX_PLAIN)
-		return acl_store(fs, ino, kind, name, NULL, 0, 0);
-
-	ret = fsx_open(fs, ino, &h);
-	if (ret)
-		return ret;
-	ret = fsx_exists(h, name);
-	if (ret == 0)
-		ret = -ENODATA;
-	else if (ret > 0)
-		ret = fsx_update(fs, ino, h, FSX_OP_REMOVE, name, NULL, 0);
-	fsx_close(&h);
-	return ret;
-}
-
-/* ---- list ---- */
-
-struct list_ctx {
+	ssize_t n;
 	char *buf;
-	size_t size;
-	size_t len;
-};
+	int r;
 
-static int list_one(char *name, char *value, size_t value_len, void *data)
-{
-	struct list_ctx *c = data;
-	size_t prefix_len, n;
-
-	(void)value;
-	(void)value_len;
-	/* hides system.data (inline data) and namespaces we do not serve */
-	if (fsx_kind(name, &prefix_len) < 0)
+	if ((r = kn_flush(fs, k)))
+		return r;
+	n = xcodec_get(fs->e2, k->ino, ACL_ACCESS, NULL, 0);
+	if (n == -ENODATA || n == -EOPNOTSUPP)
 		return 0;
-	n = strlen(name) + 1;
-	if (c->size && c->len + n <= c->size)
-		memcpy(c->buf + c->len, name, n);
-	c->len += n;
-	return 0;
+	if (n < 0)
+		return (int)n;
+	buf = malloc((size_t)n);
+	if (!buf)
+		return -ENOMEM;
+	n = xcodec_get(fs->e2, k->ino, ACL_ACCESS, buf, (size_t)n);
+	r = n < 0 ? (int)n : 0;
+	if (!r && acl_valid(buf, (size_t)n)) {
+		__u16 mode = k->inode.i_mode;
+
+		acl_chmod(buf, (size_t)n, mode);
+		r = xattr_store(fs, k, ACL_ACCESS, buf, (size_t)n, 0, false);
+		k->inode.i_mode = mode;
+		k->dirty = true;
+	}
+	free(buf);
+	return r;
 }
 
-ssize_t fsx_list(ext2_filsys fs, ext2_ino_t ino, char *buf, size_t size)
+static int xattr_change(struct fs *fs, struct knode *k, const char *name, const void *value,
+			size_t size, int flags, bool remove, const struct fs_cred *cr)
 {
-	struct ext2_xattr_handle *h;
-	struct list_ctx c = { .buf = buf, .size = size, .len = 0 };
-	errcode_t err;
-	int ret;
+	bool setting_acl = !remove && !strcmp(name, ACL_ACCESS) && acl_valid(value, size);
+	mode_t bits = 0;
+	bool equivalent = false;
+	int r = kn_may_change(k);
 
-	ret = fsx_open(fs, ino, &h);
-	if (ret)
-		return ret;
-	err = ext2fs_xattrs_iterate(h, list_one, &c);
-	fsx_close(&h);
-	if (err)
-		return fsx_errno(err);
-	if (size && c.len > size)
-		return -ERANGE;
-	return c.len;
+	if (r)
+		return r;
+	if (setting_acl) {
+		bits = acl_mode(value, size, &equivalent);
+		/* an ACL that says no more than the mode is not stored */
+		if (equivalent) {
+			r = xattr_store(fs, k, name, NULL, 0, 0, true);
+			r = r == -ENODATA ? 0 : r;
+		} else {
+			r = xattr_store(fs, k, name, value, size, flags, false);
+		}
+	} else {
+		r = xattr_store(fs, k, name, value, size, flags, remove);
+	}
+	if (r)
+		return r;
+	if (setting_acl) {
+		k->inode.i_mode = (__u16)((k->inode.i_mode & ~0777) | bits);
+		/* as chmod: the set-gid bit goes unless the caller may keep it */
+		if (cr->uid != 0 && (gid_t)inode_gid(k->inode) != cr->gid)
+			k->inode.i_mode &= (__u16)~LINUX_S_ISGID;
+	}
+	kn_touch(fs, k, false, true, false);
+	return kn_write(fs, k);
+}
+
+int fs_setxattr(struct fs *fs, ino_t ino, const char *name, const void *value, size_t size,
+		int flags, const struct fs_cred *cr)
+{
+	struct knode *k;
+	int ret = 0;
+
+	if (fs->ro)
+		return -EROFS;
+	WITH_INODE(fs, ino, k, ret = xattr_change(fs, k, name, value, size, flags, false, cr));
+	return ret;
+}
+
+/* ---- ACL inheritance ---- */
+
+/* The parent's default ACL, or NULL (cached as absent per directory). */
+static char *default_acl_of(struct fs *fs, struct knode *dir, size_t *size)
+{
+	ssize_t n;
+	char *buf;
+
+	if (dir->default_acl == 0 || kn_flush(fs, dir))
+		return NULL;
+	n = xcodec_get(fs->e2, dir->ino, ACL_DEFAULT, NULL, 0);
+	if (n <= 0 || !(buf = malloc((size_t)n))) {
+		dir->default_acl = n == -ENODATA ? 0 : -1;
+		return NULL;
+	}
+	n = xcodec_get(fs->e2, dir->ino, ACL_DEFAULT, buf, (size_t)n);
+	if (n <= 0 || !acl_valid(buf, (size_t)n)) {
+		free(buf);
+		return NULL;
+	}
+	dir->default_acl = 1;
+	*size = (size_t)n;
+	return buf;
+}
+
+void xa_inherit_acl(struct fs *fs, struct knode *dir, mode_t *mode, mode_t umask,
+		    struct acl_inherit *p)
+{
+	size_t size = 0;
+	char *acl;
+
+	memset(p, 0, sizeof(*p));
+	if (LINUX_S_ISLNK(*mode))
+		return; /* symlinks are always 0777 */
+	acl = default_acl_of(fs, dir, &size);
+	if (!acl) {
+		*mode &= ~(umask & 0777);
+		return;
+	}
+	p->acl = acl;
+	p->size = size;
+	p->store_access = acl_create_masq(acl, size, mode);
+}
+
+int xa_store_inherited(struct fs *fs, struct knode *dir, struct knode *k, struct acl_inherit *p)
+{
+	int r = 0;
+
+	if (!p->acl)
+		return 0;
+	if (p->store_access)
+		r = xattr_store(fs, k, ACL_ACCESS, p->acl, p->size, 0, false);
+	if (!r && kn_is_dir(k)) {
+		/* a directory passes the default on unchanged */
+		size_t n = 0;
+		char *dflt = default_acl_of(fs, dir, &n);
+
+		r = dflt ? xattr_store(fs, k, ACL_DEFAULT, dflt, n, 0, false) : 0;
+		free(dflt);
+	}
+	free(p->acl);
+	p->acl = NULL;
+	return r;
+}
+
+int fs_removexattr(struct fs *fs, ino_t ino, const char *name)
+{
+	struct knode *k;
+	int ret = 0;
+
+	if (fs->ro)
+		return -EROFS;
+	WITH_INODE(fs, ino, k, ret = xattr_change(fs, k, name, NULL, 0, 0, true, NULL));
+	return ret;
 }

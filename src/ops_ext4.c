@@ -24,6 +24,14 @@
 
 #define TIMEOUT ENTRY_TIMEOUT
 
+/* setattr's mask goes to the fs layer unchanged */
+_Static_assert(FS_SET_MODE == FUSE_SET_ATTR_MODE && FS_SET_UID == FUSE_SET_ATTR_UID &&
+	       FS_SET_GID == FUSE_SET_ATTR_GID && FS_SET_SIZE == FUSE_SET_ATTR_SIZE &&
+	       FS_SET_ATIME == FUSE_SET_ATTR_ATIME && FS_SET_MTIME == FUSE_SET_ATTR_MTIME &&
+	       FS_SET_ATIME_NOW == FUSE_SET_ATTR_ATIME_NOW &&
+	       FS_SET_MTIME_NOW == FUSE_SET_ATTR_MTIME_NOW && FS_SET_CTIME == FUSE_SET_ATTR_CTIME,
+	       "FS_SET_* bits are FUSE's");
+
 static struct ext4_front *front(fuse_req_t req)
 {
 	return fuse_req_userdata(req);

@@ -21,7 +21,7 @@ static io_channel open_cache(size_t limit)
 	io_channel io = NULL;
 
 	CHECK(mcache_manager(limit)->open(path, IO_FLAG_RW, &io) == 0);
-	/* as fs.c opens it: unix_io's own write-back cache off */
+	/* as fs_volume.c opens it: unix_io's own write-back cache off */
 	CHECK(io_channel_set_options(io, "cache=off") == 0);
 	CHECK(io_channel_set_blksize(io, BS) == 0);
 	return io;

@@ -1,4 +1,4 @@
-/* Unit tests of the extended attribute layer (fs_xattr.c) on a fresh ext4
+/* Unit tests of the extended attribute layer (fs_xattr_codec.c) on a fresh ext4
  * image: every call and error case through libext2fs, then e2fsck, then the
  * kernel itself (a read-only loop mount) must read back the same attributes
  * and the same ACL bytes. Needs root for the mount. */
@@ -16,13 +16,13 @@
 #include <ext2fs/ext2fs.h>
 
 #include "check.h"
-#include "fs_xattr.h"
+#include "fs_xattr_codec.h"
 
 #define MAX_ATTRS	128
 #define ACL_A		"system.posix_acl_access"
 #define ACL_D		"system.posix_acl_default"
 
-static char tmpdir[] = "/tmp/test_fs_xattr.XXXXXX";
+static char tmpdir[] = "/tmp/test_fs_xattr_codec.XXXXXX";
 static char img[256], img_ea[256], mnt[256], fsck_log[256], src[256];
 static int mounted;
 static ext2_filsys fs;
@@ -135,7 +135,7 @@ static blk64_t acl_block(ext2_ino_t ino)
 
 static int set_str(ext2_ino_t ino, const char *name, const char *val, int flags)
 {
-	return fsx_set(fs, ino, name, val, strlen(val), flags);
+	return xcodec_set(fs, ino, name, val, strlen(val), flags);
 }
 
 /* The value of name must be exactly val[0..len). */
@@ -145,8 +145,8 @@ static void check_value(ext2_ino_t ino, const char *name, const void *val,
 	char *buf = malloc(len + 1);
 
 	CHECK(buf != NULL);
-	CHECK_EQ(fsx_get(fs, ino, name, NULL, 0), len);
-	CHECK_EQ(fsx_get(fs, ino, name, buf, len + 1), len);
+	CHECK_EQ(xcodec_get(fs, ino, name, NULL, 0), len);
+	CHECK_EQ(xcodec_get(fs, ino, name, buf, len + 1), len);
 	CHECK(memcmp(buf, val, len) == 0);
 	free(buf);
 }
@@ -179,7 +179,7 @@ static int match_list(const char *list, size_t len, const char *const *want,
 	return n;
 }
 
-/* fsx_list of ino must give exactly the names in want[]. */
+/* xcodec_list of ino must give exactly the names in want[]. */
 static void check_list(ext2_ino_t ino, const char *const *want, int nwant)
 {
 	size_t total = 0;
@@ -187,14 +187,14 @@ static void check_list(ext2_ino_t ino, const char *const *want, int nwant)
 
 	for (int i = 0; i < nwant; i++)
 		total += strlen(want[i]) + 1;
-	CHECK_EQ(fsx_list(fs, ino, NULL, 0), total);
+	CHECK_EQ(xcodec_list(fs, ino, NULL, 0), total);
 	buf = malloc(total + 1);
 	CHECK(buf != NULL);
-	CHECK_EQ(fsx_list(fs, ino, buf, total + 1), total);
+	CHECK_EQ(xcodec_list(fs, ino, buf, total + 1), total);
 	CHECK_EQ(match_list(buf, total, want, nwant), nwant);
 	if (total) {
-		CHECK_EQ(fsx_list(fs, ino, buf, total), total);
-		CHECK_EQ(fsx_list(fs, ino, buf, total - 1), -ERANGE);
+		CHECK_EQ(xcodec_list(fs, ino, buf, total), total);
+		CHECK_EQ(xcodec_list(fs, ino, buf, total - 1), -ERANGE);
 	}
 	free(buf);
 }
@@ -346,45 +346,45 @@ static void setup(void)
 
 static void test_errno_mapping(void)
 {
-	CHECK_EQ(fsx_errno(0), 0);
-	CHECK_EQ(fsx_errno(EXT2_ET_NO_MEMORY), -ENOMEM);
-	CHECK_EQ(fsx_errno(EXT2_ET_EA_NO_SPACE), -ENOSPC);
-	CHECK_EQ(fsx_errno(EXT2_ET_BLOCK_ALLOC_FAIL), -ENOSPC);
-	CHECK_EQ(fsx_errno(EXT2_ET_EA_KEY_NOT_FOUND), -ENODATA);
-	CHECK_EQ(fsx_errno(EXT2_ET_RO_FILSYS), -EROFS);
-	CHECK_EQ(fsx_errno(EXT2_ET_INODE_CSUM_INVALID), -EIO);
-	CHECK_EQ(fsx_errno(EXT2_ET_EXT_ATTR_CSUM_INVALID), -EIO);
-	CHECK_EQ(fsx_errno(EXT2_ET_BAD_EA_HEADER), -EIO);
-	CHECK_EQ(fsx_errno(EXT2_ET_DIR_CORRUPTED), -EIO);
-	CHECK_EQ(fsx_errno(EXT2_ET_FILE_NOT_FOUND), -ENOENT);
-	CHECK_EQ(fsx_errno(EXT2_ET_MISSING_EA_FEATURE), -EOPNOTSUPP);
-	CHECK_EQ(fsx_errno(EIO), -EIO);
-	CHECK_EQ(fsx_errno(ENOSPC), -ENOSPC);
-	CHECK_EQ(fsx_errno(EINVAL), -EINVAL);
-	CHECK_EQ(fsx_errno(12345678), -EIO);
+	CHECK_EQ(fs_errno(0), 0);
+	CHECK_EQ(fs_errno(EXT2_ET_NO_MEMORY), -ENOMEM);
+	CHECK_EQ(fs_errno(EXT2_ET_EA_NO_SPACE), -ENOSPC);
+	CHECK_EQ(fs_errno(EXT2_ET_BLOCK_ALLOC_FAIL), -ENOSPC);
+	CHECK_EQ(fs_errno(EXT2_ET_EA_KEY_NOT_FOUND), -ENODATA);
+	CHECK_EQ(fs_errno(EXT2_ET_RO_FILSYS), -EROFS);
+	CHECK_EQ(fs_errno(EXT2_ET_INODE_CSUM_INVALID), -EIO);
+	CHECK_EQ(fs_errno(EXT2_ET_EXT_ATTR_CSUM_INVALID), -EIO);
+	CHECK_EQ(fs_errno(EXT2_ET_BAD_EA_HEADER), -EIO);
+	CHECK_EQ(fs_errno(EXT2_ET_DIR_CORRUPTED), -EIO);
+	CHECK_EQ(fs_errno(EXT2_ET_FILE_NOT_FOUND), -ENOENT);
+	CHECK_EQ(fs_errno(EXT2_ET_MISSING_EA_FEATURE), -EOPNOTSUPP);
+	CHECK_EQ(fs_errno(EIO), -EIO);
+	CHECK_EQ(fs_errno(ENOSPC), -ENOSPC);
+	CHECK_EQ(fs_errno(EINVAL), -EINVAL);
+	CHECK_EQ(fs_errno(12345678), -EIO);
 }
 
 static void test_get_set(void)
 {
 	char buf[16];
 
-	CHECK_EQ(fsx_get(fs, ino_file, "user.a", NULL, 0), -ENODATA);
+	CHECK_EQ(xcodec_get(fs, ino_file, "user.a", NULL, 0), -ENODATA);
 	CHECK_EQ(set_str(ino_file, "user.a", "hello", 0), 0);
-	CHECK_EQ(fsx_get(fs, ino_file, "user.a", NULL, 0), 5);
-	CHECK_EQ(fsx_get(fs, ino_file, "user.a", buf, 4), -ERANGE);
-	CHECK_EQ(fsx_get(fs, ino_file, "user.a", buf, 5), 5);
+	CHECK_EQ(xcodec_get(fs, ino_file, "user.a", NULL, 0), 5);
+	CHECK_EQ(xcodec_get(fs, ino_file, "user.a", buf, 4), -ERANGE);
+	CHECK_EQ(xcodec_get(fs, ino_file, "user.a", buf, 5), 5);
 	CHECK(memcmp(buf, "hello", 5) == 0);
-	CHECK_EQ(fsx_get(fs, ino_file, "user.b", buf, sizeof(buf)), -ENODATA);
+	CHECK_EQ(xcodec_get(fs, ino_file, "user.b", buf, sizeof(buf)), -ENODATA);
 
 	/* an empty value is a value */
-	CHECK_EQ(fsx_set(fs, ino_file, "user.empty", "", 0, 0), 0);
-	CHECK_EQ(fsx_get(fs, ino_file, "user.empty", NULL, 0), 0);
-	CHECK_EQ(fsx_get(fs, ino_file, "user.empty", buf, sizeof(buf)), 0);
+	CHECK_EQ(xcodec_set(fs, ino_file, "user.empty", "", 0, 0), 0);
+	CHECK_EQ(xcodec_get(fs, ino_file, "user.empty", NULL, 0), 0);
+	CHECK_EQ(xcodec_get(fs, ino_file, "user.empty", buf, sizeof(buf)), 0);
 
 	/* binary values, overwritten in place with a shorter one */
-	CHECK_EQ(fsx_set(fs, ino_file, "user.bin", "a\0b\0c", 5, 0), 0);
+	CHECK_EQ(xcodec_set(fs, ino_file, "user.bin", "a\0b\0c", 5, 0), 0);
 	check_value(ino_file, "user.bin", "a\0b\0c", 5);
-	CHECK_EQ(fsx_set(fs, ino_file, "user.bin", "\0\1", 2, 0), 0);
+	CHECK_EQ(xcodec_set(fs, ino_file, "user.bin", "\0\1", 2, 0), 0);
 	check_value(ino_file, "user.bin", "\0\1", 2);
 
 	CHECK_EQ(set_str(ino_file, "trusted.t", "trust", 0), 0);
@@ -401,7 +401,7 @@ static void test_flags(void)
 	CHECK_EQ(set_str(ino_file, "user.a", "x", XATTR_CREATE), -EEXIST);
 	check_str(ino_file, "user.a", "hello");
 	CHECK_EQ(set_str(ino_file, "user.new", "x", XATTR_REPLACE), -ENODATA);
-	CHECK_EQ(fsx_get(fs, ino_file, "user.new", NULL, 0), -ENODATA);
+	CHECK_EQ(xcodec_get(fs, ino_file, "user.new", NULL, 0), -ENODATA);
 	CHECK_EQ(set_str(ino_file, "user.a", "world!", XATTR_REPLACE), 0);
 	check_str(ino_file, "user.a", "world!");
 	CHECK_EQ(set_str(ino_file, "user.new", "fresh", XATTR_CREATE), 0);
@@ -438,14 +438,14 @@ static void test_names(void)
 		const char *n = unsupported[i];
 
 		CHECK_EQ(set_str(ino_file, n, "v", 0), -EOPNOTSUPP);
-		CHECK_EQ(fsx_get(fs, ino_file, n, NULL, 0), -EOPNOTSUPP);
-		CHECK_EQ(fsx_remove(fs, ino_file, n), -EOPNOTSUPP);
+		CHECK_EQ(xcodec_get(fs, ino_file, n, NULL, 0), -EOPNOTSUPP);
+		CHECK_EQ(xcodec_remove(fs, ino_file, n), -EOPNOTSUPP);
 	}
 	CHECK_EQ(set_str(ino_file, "", "v", 0), -ERANGE);
 	CHECK_EQ(set_str(ino_file, "user.", "v", 0), -EINVAL);
 	CHECK_EQ(set_str(ino_file, "trusted.", "v", 0), -EINVAL);
 	CHECK_EQ(set_str(ino_file, "security.", "v", 0), -EINVAL);
-	CHECK_EQ(fsx_get(fs, ino_file, "user.", NULL, 0), -EINVAL);
+	CHECK_EQ(xcodec_get(fs, ino_file, "user.", NULL, 0), -EINVAL);
 
 	/* 255 bytes is the longest name */
 	long_name(name);
@@ -453,8 +453,8 @@ static void test_names(void)
 	check_str(ino_file, name, "long");
 	strcat(name, "n");
 	CHECK_EQ(set_str(ino_file, name, "long", 0), -ERANGE);
-	CHECK_EQ(fsx_get(fs, ino_file, name, NULL, 0), -ERANGE);
-	CHECK_EQ(fsx_remove(fs, ino_file, name), -ERANGE);
+	CHECK_EQ(xcodec_get(fs, ino_file, name, NULL, 0), -ERANGE);
+	CHECK_EQ(xcodec_remove(fs, ino_file, name), -ERANGE);
 }
 
 static void test_list_and_remove(void)
@@ -474,15 +474,15 @@ static void test_list_and_remove(void)
 	check_list(ino_file, want, n);
 
 	CHECK_EQ(set_str(ino_file, "user.gone", "bye", 0), 0);
-	CHECK_EQ(fsx_remove(fs, ino_file, "user.gone"), 0);
-	CHECK_EQ(fsx_get(fs, ino_file, "user.gone", NULL, 0), -ENODATA);
-	CHECK_EQ(fsx_remove(fs, ino_file, "user.gone"), -ENODATA);
-	CHECK_EQ(fsx_remove(fs, ino_file, "user.never"), -ENODATA);
+	CHECK_EQ(xcodec_remove(fs, ino_file, "user.gone"), 0);
+	CHECK_EQ(xcodec_get(fs, ino_file, "user.gone", NULL, 0), -ENODATA);
+	CHECK_EQ(xcodec_remove(fs, ino_file, "user.gone"), -ENODATA);
+	CHECK_EQ(xcodec_remove(fs, ino_file, "user.never"), -ENODATA);
 	check_list(ino_file, want, n);
 
 	/* an inode without attributes */
 	check_list(ino_scratch, NULL, 0);
-	CHECK_EQ(fsx_list(fs, ino_scratch, NULL, 0), 0);
+	CHECK_EQ(xcodec_list(fs, ino_scratch, NULL, 0), 0);
 }
 
 static void test_spill_to_block(void)
@@ -492,11 +492,11 @@ static void test_spill_to_block(void)
 	for (size_t i = 0; i < sizeof(big); i++)
 		big[i] = (unsigned char)(i * 7 + 3);
 	/* 3000 bytes cannot live in a 256-byte inode */
-	CHECK_EQ(fsx_set(fs, ino_file, "user.big", big, sizeof(big), 0), 0);
+	CHECK_EQ(xcodec_set(fs, ino_file, "user.big", big, sizeof(big), 0), 0);
 	CHECK(acl_block(ino_file) != 0);
 	check_value(ino_file, "user.big", big, sizeof(big));
 	check_str(ino_file, "user.a", "world!");
-	CHECK_EQ(fsx_get(fs, ino_file, "user.big", big, sizeof(big) - 1),
+	CHECK_EQ(xcodec_get(fs, ino_file, "user.big", big, sizeof(big) - 1),
 		 -ERANGE);
 
 	/* a value shrinking back into the inode frees the block it leaves
@@ -505,7 +505,7 @@ static void test_spill_to_block(void)
 
 	CHECK_EQ(set_str(ino_scratch, "user.in", "inode", 0), 0);
 	CHECK_EQ(acl_block(ino_scratch), 0);
-	CHECK_EQ(fsx_set(fs, ino_scratch, "user.out", big, sizeof(big), 0), 0);
+	CHECK_EQ(xcodec_set(fs, ino_scratch, "user.out", big, sizeof(big), 0), 0);
 	CHECK(acl_block(ino_scratch) != 0);
 	CHECK_EQ(ext2fs_free_blocks_count(fs->super), free0 - 1);
 	CHECK_EQ(set_str(ino_scratch, "user.out", "back in", 0), 0);
@@ -515,14 +515,14 @@ static void test_spill_to_block(void)
 	check_str(ino_scratch, "user.in", "inode");
 
 	/* so does removing the block's last entry, keeping the inode's */
-	CHECK_EQ(fsx_set(fs, ino_scratch, "user.out", big, sizeof(big), 0), 0);
+	CHECK_EQ(xcodec_set(fs, ino_scratch, "user.out", big, sizeof(big), 0), 0);
 	CHECK(acl_block(ino_scratch) != 0);
-	CHECK_EQ(fsx_remove(fs, ino_scratch, "user.out"), 0);
+	CHECK_EQ(xcodec_remove(fs, ino_scratch, "user.out"), 0);
 	CHECK_EQ(acl_block(ino_scratch), 0);
 	CHECK_EQ(ext2fs_free_blocks_count(fs->super), free0);
 	check_str(ino_scratch, "user.in", "inode");
-	CHECK_EQ(fsx_remove(fs, ino_scratch, "user.in"), 0);
-	CHECK_EQ(fsx_list(fs, ino_scratch, NULL, 0), 0);
+	CHECK_EQ(xcodec_remove(fs, ino_scratch, "user.in"), 0);
+	CHECK_EQ(xcodec_list(fs, ino_scratch, NULL, 0), 0);
 }
 
 static void test_value_limit(void)
@@ -535,29 +535,29 @@ static void test_value_limit(void)
 
 	CHECK(v != NULL);
 	memset(v, 'M', 70000);
-	CHECK_EQ(fsx_set(fs, ino_max, "user.max", v, max + 1, 0), -ENOSPC);
-	CHECK_EQ(fsx_set(fs, ino_max, "user.max", v, 70000, 0), -ENOSPC);
-	CHECK_EQ(fsx_get(fs, ino_max, "user.max", NULL, 0), -ENODATA);
+	CHECK_EQ(xcodec_set(fs, ino_max, "user.max", v, max + 1, 0), -ENOSPC);
+	CHECK_EQ(xcodec_set(fs, ino_max, "user.max", v, 70000, 0), -ENOSPC);
+	CHECK_EQ(xcodec_get(fs, ino_max, "user.max", NULL, 0), -ENODATA);
 
 	free0 = ext2fs_free_blocks_count(fs->super);
 	CHECK_EQ(acl_block(ino_max), 0);
-	CHECK_EQ(fsx_set(fs, ino_max, "user.max", v, max, 0), 0);
+	CHECK_EQ(xcodec_set(fs, ino_max, "user.max", v, max, 0), 0);
 	CHECK(acl_block(ino_max) != 0);
 	CHECK_EQ(ext2fs_free_blocks_count(fs->super), free0 - 1);
 	check_value(ino_max, "user.max", v, max);
 	memset(v, 'N', max);
-	CHECK_EQ(fsx_set(fs, ino_max, "user.max", v, max, XATTR_REPLACE), 0);
+	CHECK_EQ(xcodec_set(fs, ino_max, "user.max", v, max, XATTR_REPLACE), 0);
 	check_value(ino_max, "user.max", v, max);
 
 	/* the block is freed with its last attribute */
-	CHECK_EQ(fsx_remove(fs, ino_max, "user.max"), 0);
+	CHECK_EQ(xcodec_remove(fs, ino_max, "user.max"), 0);
 	CHECK_EQ(acl_block(ino_max), 0);
 	CHECK_EQ(ext2fs_free_blocks_count(fs->super), free0);
 
 	/* keep one for the kernel, next to a small one in the inode */
 	CHECK_EQ(set_str(ino_max, "user.s", "small", 0), 0);
 	memset(v, 'O', max);
-	CHECK_EQ(fsx_set(fs, ino_max, "user.max", v, max, 0), 0);
+	CHECK_EQ(xcodec_set(fs, ino_max, "user.max", v, max, 0), 0);
 	check_value(ino_max, "user.max", v, max);
 	check_str(ino_max, "user.s", "small");
 	free(v);
@@ -572,7 +572,7 @@ static void test_enospc(void)
 	for (n = 0; n < 1000; n++) {
 		snprintf(name, sizeof(name), "user.n%03d", n);
 		memset(val, 'a' + n % 26, sizeof(val));
-		ret = fsx_set(fs, ino_many, name, val, sizeof(val), 0);
+		ret = xcodec_set(fs, ino_many, name, val, sizeof(val), 0);
 		if (ret)
 			break;
 	}
@@ -580,30 +580,30 @@ static void test_enospc(void)
 	/* 4060 bytes of block, 120 per attribute */
 	CHECK(n >= 30 && n < 40);
 	snprintf(name, sizeof(name), "user.n%03d", n);
-	CHECK_EQ(fsx_get(fs, ino_many, name, NULL, 0), -ENODATA);
+	CHECK_EQ(xcodec_get(fs, ino_many, name, NULL, 0), -ENODATA);
 
 	/* would fit an empty block: ENOSPC, not ERANGE */
 	memset(big, 'B', sizeof(big));
-	CHECK_EQ(fsx_set(fs, ino_many, "user.big", big, sizeof(big), 0),
+	CHECK_EQ(xcodec_set(fs, ino_many, "user.big", big, sizeof(big), 0),
 		 -ENOSPC);
 	/* a failed replacement keeps the old value */
-	CHECK_EQ(fsx_set(fs, ino_many, "user.n000", big, sizeof(big), 0),
+	CHECK_EQ(xcodec_set(fs, ino_many, "user.n000", big, sizeof(big), 0),
 		 -ENOSPC);
 	/* flags are checked before space */
-	CHECK_EQ(fsx_set(fs, ino_many, "user.n000", big, sizeof(big),
+	CHECK_EQ(xcodec_set(fs, ino_many, "user.n000", big, sizeof(big),
 			 XATTR_CREATE), -EEXIST);
 
 	for (int i = 0; i < n; i++) {
 		snprintf(name, sizeof(name), "user.n%03d", i);
 		memset(val, 'a' + i % 26, sizeof(val));
-		CHECK_EQ(fsx_get(fs, ino_many, name, got, sizeof(got)),
+		CHECK_EQ(xcodec_get(fs, ino_many, name, got, sizeof(got)),
 			 sizeof(val));
 		CHECK(memcmp(got, val, sizeof(val)) == 0);
 	}
-	CHECK_EQ(fsx_list(fs, ino_many, NULL, 0), (ssize_t)n * 10);
+	CHECK_EQ(xcodec_list(fs, ino_many, NULL, 0), (ssize_t)n * 10);
 
 	/* room again after a removal */
-	CHECK_EQ(fsx_remove(fs, ino_many, "user.n001"), 0);
+	CHECK_EQ(xcodec_remove(fs, ino_many, "user.n001"), 0);
 	CHECK_EQ(set_str(ino_many, "user.again", "yes", 0), 0);
 	check_str(ino_many, "user.again", "yes");
 }
@@ -611,13 +611,13 @@ static void test_enospc(void)
 static int set_acl(ext2_ino_t ino, const char *name, const void *v,
 		   size_t len, int flags)
 {
-	return fsx_set(fs, ino, name, v, len, flags);
+	return xcodec_set(fs, ino, name, v, len, flags);
 }
 
 static ssize_t get_acl(ext2_ino_t ino, const char *name, void *buf,
 		       size_t size)
 {
-	return fsx_get(fs, ino, name, buf, size);
+	return xcodec_get(fs, ino, name, buf, size);
 }
 
 static void test_acl_round_trip(void)
@@ -641,7 +641,7 @@ static void test_acl_round_trip(void)
 	CHECK(memcmp(buf, disk, dlen) == 0);
 
 	/* libext2fs's own reader converts back too, tags, perms and named ids
-	 * intact (fs_xattr.c does not use it: see there why) */
+	 * intact (fs_xattr_codec.c does not use it: see there why) */
 	len = lib_get(ino_file, ACL_A, lib, sizeof(lib), 0);
 	CHECK_EQ(len, file_acl_len);
 	CHECK(memcmp(lib, file_acl_val, 4) == 0);
@@ -690,13 +690,13 @@ static void test_acl_default_and_targets(void)
 	CHECK_EQ(set_acl(ino_file, ACL_D, dir_default_val, dir_default_len, 0),
 		 -EACCES);
 	CHECK_EQ(set_acl(ino_file, ACL_D, hdr, sizeof(hdr), 0), 0);
-	CHECK_EQ(fsx_remove(fs, ino_file, ACL_D), 0);
+	CHECK_EQ(xcodec_remove(fs, ino_file, ACL_D), 0);
 	CHECK_EQ(get_acl(ino_file, ACL_D, NULL, 0), -ENODATA);
 
 	/* no ACLs on symlinks */
 	CHECK_EQ(set_acl(ino_link, ACL_A, file_acl_val, file_acl_len, 0),
 		 -EOPNOTSUPP);
-	CHECK_EQ(fsx_remove(fs, ino_link, ACL_A), -EOPNOTSUPP);
+	CHECK_EQ(xcodec_remove(fs, ino_link, ACL_A), -EOPNOTSUPP);
 	CHECK_EQ(get_acl(ino_link, ACL_A, NULL, 0), -ENODATA);
 }
 
@@ -714,10 +714,10 @@ static void test_acl_remove(void)
 
 	/* removexattr of an absent ACL succeeds, as on ext4 */
 	CHECK_EQ(set_acl(ino_scratch, ACL_A, file_acl_val, file_acl_len, 0), 0);
-	CHECK_EQ(fsx_remove(fs, ino_scratch, ACL_A), 0);
+	CHECK_EQ(xcodec_remove(fs, ino_scratch, ACL_A), 0);
 	CHECK_EQ(get_acl(ino_scratch, ACL_A, NULL, 0), -ENODATA);
-	CHECK_EQ(fsx_remove(fs, ino_scratch, ACL_A), 0);
-	CHECK_EQ(fsx_list(fs, ino_scratch, NULL, 0), 0);
+	CHECK_EQ(xcodec_remove(fs, ino_scratch, ACL_A), 0);
+	CHECK_EQ(xcodec_list(fs, ino_scratch, NULL, 0), 0);
 	CHECK_EQ(acl_block(ino_scratch), 0);
 }
 
@@ -803,8 +803,8 @@ static void test_acl_corrupt_on_disk(void)
 	raw_set(ino_scratch, ACL_A, v, 4);
 	CHECK_EQ(get_acl(ino_scratch, ACL_A, buf, sizeof(buf)), -ENODATA);
 
-	CHECK_EQ(fsx_remove(fs, ino_scratch, ACL_A), 0);
-	CHECK_EQ(fsx_list(fs, ino_scratch, NULL, 0), 0);
+	CHECK_EQ(xcodec_remove(fs, ino_scratch, ACL_A), 0);
+	CHECK_EQ(xcodec_list(fs, ino_scratch, NULL, 0), 0);
 }
 
 static void test_final_list(void)
@@ -851,24 +851,24 @@ static int nsnaps;
 static void snapshot(ext2_ino_t ino, const char *path)
 {
 	struct snap *s = &snaps[nsnaps++];
-	ssize_t total = fsx_list(fs, ino, NULL, 0);
+	ssize_t total = xcodec_list(fs, ino, NULL, 0);
 	char *list;
 
 	CHECK(total >= 0);
 	list = malloc(total + 1);
 	CHECK(list != NULL);
-	CHECK_EQ(fsx_list(fs, ino, list, total), total);
+	CHECK_EQ(xcodec_list(fs, ino, list, total), total);
 	s->path = path;
 	for (char *p = list; p < list + total; p += strlen(p) + 1) {
 		struct snap_attr *a = &s->a[s->n++];
-		ssize_t len = fsx_get(fs, ino, p, NULL, 0);
+		ssize_t len = xcodec_get(fs, ino, p, NULL, 0);
 
 		CHECK(s->n <= MAX_ATTRS);
 		CHECK(len >= 0);
 		a->name = strdup(p);
 		a->value = malloc(len + 1);
 		CHECK(a->name && a->value);
-		CHECK_EQ(fsx_get(fs, ino, p, a->value, len), len);
+		CHECK_EQ(xcodec_get(fs, ino, p, a->value, len), len);
 		a->len = len;
 	}
 	free(list);
@@ -889,13 +889,13 @@ static void snap_free(void)
 static void mount_ro(const char *image)
 {
 	if (geteuid() != 0) {
-		fprintf(stderr, "test_fs_xattr: must run as root: it mounts "
+		fprintf(stderr, "test_fs_xattr_codec: must run as root: it mounts "
 			"the image (mount -o ro,loop) to compare with the "
 			"kernel\n");
 		exit(1);
 	}
 	if (run("mount -o ro,loop '%s' '%s'", image, mnt) != 0) {
-		fprintf(stderr, "test_fs_xattr: 'mount -o ro,loop %s %s' "
+		fprintf(stderr, "test_fs_xattr_codec: 'mount -o ro,loop %s %s' "
 			"failed: cannot compare with the kernel\n", image, mnt);
 		exit(1);
 	}
@@ -1008,22 +1008,22 @@ static void test_ea_inode(void)
 	for (size_t i = 0; i <= n; i++)
 		v[i] = (unsigned char)(i % 251);
 
-	CHECK_EQ(fsx_set(fs, ino_ea, "user.huge", v, n + 1, 0), -ENOSPC);
-	CHECK_EQ(fsx_set(fs, ino_ea, "user.huge", v, n, 0), 0);
+	CHECK_EQ(xcodec_set(fs, ino_ea, "user.huge", v, n + 1, 0), -ENOSPC);
+	CHECK_EQ(xcodec_set(fs, ino_ea, "user.huge", v, n, 0), 0);
 	check_value(ino_ea, "user.huge", v, n);
 	/* its 16 blocks are charged to the owner (whose entries all fit in
 	 * the inode: no attribute block) */
 	CHECK_EQ(iblocks(ino_ea), 16 * 8);
 	CHECK_EQ(acl_block(ino_ea), 0);
-	CHECK_EQ(fsx_set(fs, ino_ea, "user.mid", v + 1, 20000, 0), 0);
+	CHECK_EQ(xcodec_set(fs, ino_ea, "user.mid", v + 1, 20000, 0), 0);
 	check_value(ino_ea, "user.mid", v + 1, 20000);
 	CHECK_EQ(iblocks(ino_ea), (16 + 5) * 8);
 
-	CHECK_EQ(fsx_set(fs, ino_ea, "user.gone", v + 2, 10000, 0), 0);
-	CHECK_EQ(fsx_remove(fs, ino_ea, "user.gone"), 0);
-	CHECK_EQ(fsx_get(fs, ino_ea, "user.gone", NULL, 0), -ENODATA);
+	CHECK_EQ(xcodec_set(fs, ino_ea, "user.gone", v + 2, 10000, 0), 0);
+	CHECK_EQ(xcodec_remove(fs, ino_ea, "user.gone"), 0);
+	CHECK_EQ(xcodec_get(fs, ino_ea, "user.gone", NULL, 0), -ENODATA);
 	/* a value moving out of its EA inode gives its blocks back */
-	CHECK_EQ(fsx_set(fs, ino_ea, "user.shrink", v + 3, 30000, 0), 0);
+	CHECK_EQ(xcodec_set(fs, ino_ea, "user.shrink", v + 3, 30000, 0), 0);
 	CHECK_EQ(iblocks(ino_ea), (16 + 5 + 8) * 8);
 	CHECK_EQ(set_str(ino_ea, "user.shrink", "tiny", 0), 0);
 	check_str(ino_ea, "user.shrink", "tiny");
@@ -1036,7 +1036,7 @@ static void test_ea_inode(void)
 	strcpy(name, "user.");
 	memset(name + 5, 'L', 200);
 	name[205] = '\0';
-	CHECK_EQ(fsx_set(fs, ino_ea, name, v + 4, 5000, 0), 0);
+	CHECK_EQ(xcodec_set(fs, ino_ea, name, v + 4, 5000, 0), 0);
 	check_value(ino_ea, name, v + 4, 5000);
 	CHECK(acl_block(ino_ea) != 0);
 	CHECK_EQ(iblocks(ino_ea), (16 + 5 + 1 + 2) * 8);
@@ -1053,10 +1053,10 @@ static void test_inline_data_hidden(void)
 	check_err(ext2fs_read_inode(fs, ino_inline, &inode),
 		  "ext2fs_read_inode");
 	CHECK(inode.i_flags & EXT4_INLINE_DATA_FL);
-	CHECK_EQ(fsx_list(fs, ino_inline, NULL, 0), 0);
-	CHECK_EQ(fsx_get(fs, ino_inline, "system.data", NULL, 0), -EOPNOTSUPP);
+	CHECK_EQ(xcodec_list(fs, ino_inline, NULL, 0), 0);
+	CHECK_EQ(xcodec_get(fs, ino_inline, "system.data", NULL, 0), -EOPNOTSUPP);
 	CHECK_EQ(set_str(ino_inline, "system.data", "x", 0), -EOPNOTSUPP);
-	CHECK_EQ(fsx_remove(fs, ino_inline, "system.data"), -EOPNOTSUPP);
+	CHECK_EQ(xcodec_remove(fs, ino_inline, "system.data"), -EOPNOTSUPP);
 
 	CHECK_EQ(set_str(ino_inline, "user.next", "to inline data", 0), 0);
 	CHECK_EQ(set_acl(ino_inline, ACL_A, file_acl_val, file_acl_len, 0), 0);
@@ -1064,7 +1064,7 @@ static void test_inline_data_hidden(void)
 	const char *want[] = { "user.next", ACL_A };
 
 	check_list(ino_inline, want, 2);
-	CHECK_EQ(fsx_remove(fs, ino_inline, "user.next"), 0);
+	CHECK_EQ(xcodec_remove(fs, ino_inline, "user.next"), 0);
 	CHECK_EQ(set_str(ino_inline, "user.last", "kept", 0), 0);
 	/* system.data is still there (the file is under 60 bytes, so its
 	 * attribute holds nothing) */
