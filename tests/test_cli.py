@@ -54,11 +54,11 @@ def help_entries(section):
 
 
 def optspec_names():
-    """kaiofs' own -o options as src/options.c declares them for the parser."""
-    with open(os.path.join(REPO_ROOT, "src", "options.c")) as f:
+    """kaiofs' own -o options as src/daemon/options.c declares them for the parser."""
+    with open(os.path.join(REPO_ROOT, "src", "daemon", "options.c")) as f:
         source = f.read()
     names = re.findall(r'\bOPT\("([a-z_]+=?)(?:%s)?"', source)
-    assert names, "no OPT(...) entries found in src/options.c"
+    assert names, "no OPT(...) entries found in src/daemon/options.c"
     return sorted(set(names))
 
 
@@ -82,7 +82,7 @@ def test_help_lists_every_option_with_its_default(kaiofs_bin):
     for name in optspec_names():
         key = next((k for k in entries
                     if k == name or (name.endswith("=") and k.startswith(name))), None)
-        assert key is not None, "-o %s (parsed in src/options.c) is missing from --help:\n%s" \
+        assert key is not None, "-o %s (parsed in src/daemon/options.c) is missing from --help:\n%s" \
             % (name, section)
         assert "default" in entries[key], "--help gives no default for -o %s: %r" \
             % (name, entries[key])

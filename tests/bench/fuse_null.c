@@ -10,7 +10,7 @@
  * It is tuned as kaiofs tunes its mount (max_write 1 MiB, max_background
  * 1024, ASYNC_DIO, PARALLEL_DIROPS, long entry and attribute timeouts,
  * FOPEN_DIRECT_IO and FOPEN_NOFLUSH, default_permissions) and serves its
- * requests with kaiofs's own receive loop (src/rx.c: one thread per CPU,
+ * requests with kaiofs's own receive loop (src/fuse/rx.c: one thread per CPU,
  * buffers in a locked arena, 50 us of polling before a thread sleeps), or
  * with -o loop=libfuse with libfuse's multi-threaded loop, as libfuse's
  * examples do.

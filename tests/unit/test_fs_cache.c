@@ -1,4 +1,4 @@
-/* Unit tests of the metadata block cache (src/fs_cache.c) on a plain file:
+/* Unit tests of the metadata block cache (src/fs/fs_cache.c) on a plain file:
  * what reaches the file and when, what reads return, and what allocation
  * changes drop. */
 #include <stdint.h>
