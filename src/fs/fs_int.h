@@ -18,17 +18,25 @@
 
 struct dirindex;
 
-/* An inode kaiofs holds: looked up by the kernel, open, or in use by an op. */
+/* An inode kaiofs holds: looked up by the kernel, open, or in use by an op.
+ * Every field is protected by fs->lock unless it says otherwise; the lock
+ * order and the threads are in src/CONCURRENCY.md. */
 struct knode {
-	ext2_ino_t ino;
-	struct knode *hnext;
+	ext2_ino_t ino;                 /* set once, before the knode is in the table */
+	struct knode *hnext;            /* the table's chain */
 	struct ext2_inode_large inode;  /* authoritative while loaded */
 	bool dirty;                     /* inode differs from the disk */
 	uint64_t nlookup;               /* the kernel's references */
-	unsigned opencount;
+	unsigned opencount;             /* open files: the knode stays while > 0 */
 	unsigned pins;                  /* ops using it right now */
-	struct rangelock wlock;         /* orders writes, truncates, punches */
-	unsigned reads_inflight;        /* atomic: reads between map and done */
+	/* Orders writes, truncates and punches of ranges of the file. Has its
+	 * own mutex; taken before fs->lock, never under it. Used without
+	 * fs->lock by holders of an open file (fs_file_lock). */
+	struct rangelock wlock;
+	/* Reads between map and done. Atomic: incremented under fs->lock,
+	 * decremented by the reaper without it (fs_read_done); waited on with
+	 * fs->gate_mu. */
+	unsigned reads_inflight;
 	struct dirindex *dir;           /* name index of a directory */
 	struct extent_cache *ext;       /* regular files: the extent tree in memory */
 	unsigned quiet_maps;            /* maps since the tree last changed */
@@ -36,19 +44,23 @@ struct knode {
 	bool linkable;                  /* an O_TMPFILE inode fs_link may name */
 };
 
+/* The volume. Every field is protected by fs->lock unless it says
+ * otherwise. */
 struct fs {
-	ext2_filsys e2;
+	ext2_filsys e2;                 /* libext2fs and the metadata cache below it */
 	pthread_mutex_t lock;           /* THE metadata lock */
-	struct knode **htab;
+	struct knode **htab;            /* the inode table */
 	size_t hsize, count;
-	bool ro;
-	unsigned bs;
-	unsigned inode_size;            /* on-disk inode size */
-	/* in-flight reads are counted outside the metadata lock */
+	bool ro;                        /* set at mount, read without the lock */
+	unsigned bs;                    /* set at mount, read without the lock */
+	unsigned inode_size;            /* on-disk inode size; set at mount */
+	/* in-flight reads are counted outside the metadata lock: gate_mu and
+	 * gate_cv wake map_quiesce_reads when a knode's last read ends (a leaf
+	 * lock, taken under fs->lock or alone) */
 	pthread_mutex_t gate_mu;
 	pthread_cond_t gate_cv;
 	bool errors;                    /* record EXT2_ERROR_FS at unmount */
-	uint64_t resv;                  /* blocks kept back from everyone, as ext4 does */
+	uint64_t resv;                  /* blocks kept back from everyone, as ext4 does; set at mount */
 	uint32_t generation;            /* next i_generation */
 };
 

@@ -41,6 +41,7 @@ struct io_map *io_map_new(uint32_t bs);
  * -ENOMEM. *m may move. */
 int io_map_add(struct io_map **m, const struct io_seg *s);
 
+/* Set at init and read-only afterwards, except pending (under mu). */
 struct io_dev {
 	int fd;
 	uint64_t size;          /* raw mode: bytes served, a multiple of unit */
@@ -50,7 +51,7 @@ struct io_dev {
 	struct rangelock wlock; /* raw mode: orders overlapping writes */
 	pthread_mutex_t mu;
 	pthread_cond_t idle;
-	unsigned long pending;  /* operations started and not yet called back */
+	unsigned long pending;  /* under mu: operations started and not yet called back */
 	/* optional: takes ownership of an arena buffer holding a write's data
 	 * so that it is written from there instead of a copy (see rx.h) */
 	bool (*take_buffer)(const void *data, size_t len);
