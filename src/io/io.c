@@ -195,7 +195,6 @@ static void op_free(struct io_op *op)
 	pthread_mutex_unlock(&d->mu);
 }
 
-/* Record one part's result; true when it was the last part. */
 /* What an application sees of a failed device request: the device being
  * full is ENOSPC; anything else (a bad sector, a device that went away) is
  * an I/O error of the file. */
@@ -210,6 +209,7 @@ static int device_errno(long res)
 	return res == -ENOSPC ? ENOSPC : EIO;
 }
 
+/* Record one part's result; true when it was the last part. */
 static bool part_finished(struct io_part *p, long res)
 {
 	struct io_op *op = p->op;
@@ -224,7 +224,9 @@ static bool part_finished(struct io_part *p, long res)
 	return __atomic_sub_fetch(&op->parts_left, 1, __ATOMIC_ACQ_REL) == 0;
 }
 
-/* Queue device I/O for the data segments of [first, first+nblk) of the map. */
+/* Prepare one engine request per device segment of the map inside the op's
+ * block span, in parts[at...]; zero-reading segments of a read are zeroed in
+ * the buffer instead, holes of a write skipped. Returns the next free part. */
 static unsigned prep_parts(struct io_op *op, unsigned at, const struct io_map *m, bool write,
 			   eng_done_fn done)
 {
