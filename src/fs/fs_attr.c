@@ -274,7 +274,7 @@ int fs_sync_inode(struct fs *fs, ino_t ino, bool datasync)
 	/* The inode reaches the file's blocks; the bitmaps do not, and e2fsck
 	 * rebuilds them after a crash, so they wait for unmount. Directory
 	 * entries were written when they changed. */
-	WITH_INODE(fs, ino, k, ret = kn_flush(fs, k));
+	WITH_INODE(fs, ino, k, ret = kn_write_if_dirty(fs, k));
 	return ret;
 }
 

@@ -206,7 +206,7 @@ static int walk_dir_blocks(struct fs *fs, struct knode *dir, dir_entry_fn fn, db
 {
 	struct walk w = { .fs = fs, .dir = dir->ino, .fn = fn, .block_fn = block_fn, .ctx = ctx };
 	errcode_t e;
-	int r = kn_flush(fs, dir);
+	int r = kn_write_if_dirty(fs, dir);
 
 	if (r)
 		return r;
@@ -690,7 +690,7 @@ int dir_remove(struct fs *fs, struct knode *dir, const char *name, ext2_ino_t in
 		if (lblk < d->hint)
 			d->hint = lblk;
 	} else {
-		if ((r = kn_flush(fs, dir)))
+		if ((r = kn_write_if_dirty(fs, dir)))
 			return r;
 		e = ext2fs_unlink(fs->e2, dir->ino, name, ino, 0);
 		r = kn_reload(fs, dir);
@@ -764,7 +764,7 @@ int dir_find(struct fs *fs, struct knode *dir, const char *name, ext2_ino_t *ino
 int dir_parent(struct fs *fs, struct knode *dir, ext2_ino_t *out)
 {
 	errcode_t e;
-	int r = kn_flush(fs, dir);
+	int r = kn_write_if_dirty(fs, dir);
 
 	if (r)
 		return r;

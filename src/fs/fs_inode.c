@@ -308,7 +308,7 @@ int kn_write(struct fs *fs, struct knode *k)
 	return 0;
 }
 
-int kn_flush(struct fs *fs, struct knode *k)
+int kn_write_if_dirty(struct fs *fs, struct knode *k)
 {
 	return k->dirty ? kn_write(fs, k) : 0;
 }
@@ -334,7 +334,7 @@ int kn_free_inode(struct fs *fs, struct knode *k)
 	if (!k->inode.i_dtime)
 		k->dirty = true;        /* kn_write records the deletion time */
 	if (!r)
-		r = kn_flush(fs, k);
+		r = kn_write_if_dirty(fs, k);
 	if (!r)
 		ext2fs_inode_alloc_stats2(fs->e2, k->ino, -1, kn_is_dir(k));
 	return r;
@@ -347,7 +347,7 @@ void kn_put(struct fs *fs, struct knode *k)
 	if (k->inode.i_links_count == 0 && !fs->ro)
 		kn_free_inode(fs, k);
 	else
-		kn_flush(fs, k);
+		kn_write_if_dirty(fs, k);
 	table_remove(fs, k);
 	dir_index_free(k->dir);
 	map_forget(k);

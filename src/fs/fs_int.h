@@ -103,7 +103,7 @@ void kn_put(struct fs *fs, struct knode *k);
 int kn_write(struct fs *fs, struct knode *k);
 /* Write a dirty copy back before libext2fs touches the inode itself, and
  * read it again afterwards. */
-int kn_flush(struct fs *fs, struct knode *k);
+int kn_write_if_dirty(struct fs *fs, struct knode *k);
 int kn_reload(struct fs *fs, struct knode *k);
 void kn_stat(struct fs *fs, struct knode *k, struct stat *st);
 /* Allocate and initialize a new inode (not yet linked anywhere). */

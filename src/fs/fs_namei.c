@@ -204,7 +204,7 @@ static int create_node(struct fs *fs, ino_t parent, const char *name, const stru
 	else if (!r && (S_ISCHR(nn->mode) || S_ISBLK(nn->mode)))
 		kn_set_rdev(k, nn->rdev);
 	if (!r)
-		r = kn_flush(fs, k);    /* a plain file is on the disk as kn_new wrote it */
+		r = kn_write_if_dirty(fs, k);    /* a plain file is on the disk as kn_new wrote it */
 	if (!r)
 		r = xa_store_inherited(fs, dir, k, &inh);
 	if (!r)

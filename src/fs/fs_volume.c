@@ -219,7 +219,7 @@ int fs_unmount(struct fs *fs)
 			if (!fs->ro && k->inode.i_links_count == 0)
 				r2 = kn_free_inode(fs, k);
 			else
-				r2 = kn_flush(fs, k);
+				r2 = kn_write_if_dirty(fs, k);
 			if (r2 && !r)
 				r = r2;
 			dir_index_free(k->dir);

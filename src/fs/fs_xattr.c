@@ -17,7 +17,7 @@ ssize_t fs_getxattr(struct fs *fs, ino_t ino, const char *name, void *buf, size_
 	ssize_t ret = 0;
 
 	WITH_INODE(fs, ino, k, {
-		ret = kn_flush(fs, k);
+		ret = kn_write_if_dirty(fs, k);
 		if (!ret)
 			ret = xcodec_get(fs->e2, k->ino, name, buf, size);
 	});
@@ -47,7 +47,7 @@ ssize_t fs_listxattr(struct fs *fs, ino_t ino, char *buf, size_t size, const str
 	ssize_t ret = 0;
 
 	WITH_INODE(fs, ino, k, {
-		ret = kn_flush(fs, k);
+		ret = kn_write_if_dirty(fs, k);
 		if (!ret && cr->uid == 0) {
 			ret = xcodec_list(fs->e2, k->ino, buf, size);
 		} else if (!ret) {
@@ -74,7 +74,7 @@ ssize_t fs_listxattr(struct fs *fs, ino_t ino, char *buf, size_t size, const str
 static int xattr_store(struct fs *fs, struct knode *k, const char *name, const void *value,
 		       size_t size, int flags, bool remove)
 {
-	int r = kn_flush(fs, k), r2;
+	int r = kn_write_if_dirty(fs, k), r2;
 
 	if (r)
 		return r;
@@ -93,7 +93,7 @@ int xa_follow_mode(struct fs *fs, struct knode *k)
 	char *buf;
 	int r;
 
-	if ((r = kn_flush(fs, k)))
+	if ((r = kn_write_if_dirty(fs, k)))
 		return r;
 	n = xcodec_get(fs->e2, k->ino, ACL_ACCESS, NULL, 0);
 	if (n == -ENODATA || n == -EOPNOTSUPP)
@@ -171,7 +171,7 @@ static char *default_acl_of(struct fs *fs, struct knode *dir, size_t *size)
 	ssize_t n;
 	char *buf;
 
-	if (dir->default_acl == 0 || kn_flush(fs, dir))
+	if (dir->default_acl == 0 || kn_write_if_dirty(fs, dir))
 		return NULL;
 	n = xcodec_get(fs->e2, dir->ino, ACL_DEFAULT, NULL, 0);
 	if (n <= 0 || !(buf = malloc((size_t)n))) {
